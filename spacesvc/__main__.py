@@ -1,0 +1,3 @@
+from spacesvc.cli import main
+
+raise SystemExit(main())

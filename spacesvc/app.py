@@ -1,0 +1,59 @@
+"""The application factory: settings → resources (cleanup contexts) → routes → middlewares.
+
+``create_app`` does no I/O; the pool and the secret backend open when the app starts and close
+when it stops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from backends import create_backend
+from spacesvc import __version__, db
+from spacesvc.handlers.health import healthz, readyz
+from spacesvc.handlers.spaces import SpacesSettingsView
+from spacesvc.middlewares import auth_middleware, error_middleware, request_context_middleware
+from spacesvc.openapi import setup_openapi
+from spacesvc.settings import Settings
+from spacesvc.typedefs import POOL, SECRET_BACKEND, SETTINGS
+
+log = logging.getLogger("spacesvc")
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    log.info("connecting to PostgreSQL at %s", db.masked_dsn(settings.database_url))
+    pool = await db.create_pool(settings)
+    app[POOL] = pool
+    try:
+        yield
+    finally:
+        await pool.close()
+
+
+async def secret_backend_ctx(app: web.Application) -> AsyncIterator[None]:
+    backend = create_backend(app[SETTINGS])
+    app[SECRET_BACKEND] = backend
+    log.info("secret backend: %s", backend.name)
+    try:
+        yield
+    finally:
+        await backend.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[request_context_middleware, error_middleware, auth_middleware],
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([pool_ctx, secret_backend_ctx])
+    app.router.add_view(SpacesSettingsView.URL_PATH, SpacesSettingsView)
+    app.router.add_get("/healthz", healthz, allow_head=True)
+    app.router.add_get("/readyz", readyz, allow_head=True)
+    setup_openapi(app, __version__)
+    return app

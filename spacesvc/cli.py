@@ -1,0 +1,199 @@
+"""The ``spacesvc`` command: serve, migrate, tokens, secrets."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import secrets
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import asyncpg
+
+from aiohttp import web
+
+from backends import BackendUnavailable
+
+from spacesvc import db, embedded
+from spacesvc.app import create_app
+from spacesvc.logs import configure_logging
+from spacesvc.migrate import MigrationError, migrate
+from spacesvc.settings import ConfigError, Settings
+from spacesvc.tokens import ROLES, SCOPES, TokenError, count_tokens, create_token, list_tokens, parse_duration, revoke_token
+
+log = logging.getLogger("spacesvc")
+
+STARTUP_DB_WAIT_SECONDS = 15.0
+
+
+class CommandError(Exception):
+    """A command failed in a way the user can fix; str() is printed as one line."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spacesvc", description="Global Spaces / S3 configuration service")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply pending migrations, then serve the API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+
+    commands.add_parser("migrate", help="apply pending database migrations")
+
+    tokens = commands.add_parser("tokens", help="manage API tokens").add_subparsers(dest="action", required=True)
+    create = tokens.add_parser("create", help="create a token; prints it once, alone on the last line")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--scope", action="append", default=[], choices=SCOPES, dest="scopes")
+    create.add_argument("--expires-in", help="e.g. 90s, 15m, 12h, 30d")
+    tokens.add_parser("list", help="list tokens (never their values)")
+    revoke = tokens.add_parser("revoke", help="revoke a token at once")
+    revoke.add_argument("name_or_id")
+
+    secrets_cmd = commands.add_parser("secrets", help="manage the stored secret")
+    secret_actions = secrets_cmd.add_subparsers(dest="action", required=True)
+    secret_actions.add_parser("reencrypt", help="db backend: re-encrypt the stored secret under the first key")
+    secret_actions.add_parser("genkey", help="print a new SPACESVC_ENCRYPTION_KEYS entry (kid:base64key)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level)
+        if args.command == "secrets" and args.action == "genkey":
+            print(f"k{secrets.token_hex(4)}:{base64.b64encode(secrets.token_bytes(32)).decode()}")
+            return 0
+        settings = embedded.resolve(settings)
+        if args.command == "serve":
+            asyncio.run(serve(settings, args.host, args.port))
+        else:
+            asyncio.run(COMMANDS[(args.command, getattr(args, "action", None))](settings, args))
+    except (ConfigError, MigrationError, TokenError, CommandError, BackendUnavailable) as error:
+        print(f"spacesvc: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+@asynccontextmanager
+async def connection(settings: Settings, wait: float = 0.0) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for a command; PostgreSQL unreachable for ``wait`` seconds is a CommandError."""
+    conn = await _connect_with_retry(settings, wait)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _connect_with_retry(settings: Settings, wait: float) -> asyncpg.Connection:
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        try:
+            return await asyncpg.connect(settings.database_url, timeout=settings.db_connect_timeout)
+        except db.UNAVAILABLE_ERRORS as error:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise CommandError(
+                    f"SPACESVC_DATABASE_URL: PostgreSQL at {db.masked_dsn(settings.database_url or '')} "
+                    f"is not reachable ({type(error).__name__})"
+                ) from None
+            await asyncio.sleep(0.5)
+
+
+async def _migrate(settings: Settings) -> list[str]:
+    async with connection(settings, STARTUP_DB_WAIT_SECONDS) as conn:
+        applied = await migrate(conn)
+    for name in applied:
+        log.info("applied migration %s", name)
+    return applied
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    await _migrate(settings)
+    first_token = None
+    async with connection(settings) as conn:
+        if await count_tokens(conn) == 0:
+            first_token, _ = await create_token(
+                conn, name="admin", role="admin", scopes=list(SCOPES)
+            )
+    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as error:
+            raise CommandError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+        print(f"spacesvc {settings.secret_backend} backend, listening on {base}", flush=True)
+        print(f"API docs: {base}/api/docs", flush=True)
+        if first_token is not None:
+            print("First admin token (role admin, settings:read + settings:write), shown only once:", flush=True)
+            print(first_token, flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await runner.cleanup()
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    applied = await _migrate(settings)
+    print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "; up to date"))
+
+
+async def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> None:
+    expires_in = parse_duration(args.expires_in) if args.expires_in else None
+    if not args.scopes:
+        raise TokenError("give at least one --scope (settings:read, settings:write)")
+    async with connection(settings) as conn:
+        token, info = await create_token(conn, name=args.name, role=args.role, scopes=args.scopes, expires_in=expires_in)
+    expiry = info.expires_at.isoformat() if info.expires_at else "never"
+    print(f"created token {info.name} (id {info.id}, role {info.role}, scopes {' '.join(info.scopes)}, expires {expiry})")
+    print("The token is shown only once:")
+    print(token)
+
+
+async def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> None:
+    async with connection(settings) as conn:
+        tokens = await list_tokens(conn)
+    print(f"{'ID':36}  {'NAME':20}  {'ROLE':8}  {'SCOPES':30}  {'EXPIRES':25}  STATUS")
+    for t in tokens:
+        status = "revoked" if t.revoked_at else "live"
+        expires = t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never"
+        print(f"{t.id:36}  {t.name:20}  {t.role:8}  {' '.join(t.scopes):30}  {expires:25}  {status}")
+
+
+async def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> None:
+    async with connection(settings) as conn:
+        info = await revoke_token(conn, args.name_or_id)
+    print(f"revoked token {info.name} (id {info.id})")
+
+
+async def cmd_secrets_reencrypt(settings: Settings, args: argparse.Namespace) -> None:
+    if settings.secret_backend != "db":
+        raise CommandError("SPACESVC_SECRET_BACKEND: reencrypt applies to the db backend only")
+    from backends.db import DbSecretBackend
+
+    backend = DbSecretBackend(settings.encryption_keys)
+    async with connection(settings) as conn:
+        changed = await backend.reencrypt(conn)
+    print(f"re-encrypted {changed} secret(s) under key {settings.encryption_keys[0].kid!r}")
+
+
+COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Awaitable[None]]] = {
+    ("migrate", None): cmd_migrate,
+    ("tokens", "create"): cmd_tokens_create,
+    ("tokens", "list"): cmd_tokens_list,
+    ("tokens", "revoke"): cmd_tokens_revoke,
+    ("secrets", "reencrypt"): cmd_secrets_reencrypt,
+}

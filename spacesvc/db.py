@@ -1,0 +1,60 @@
+"""The PostgreSQL pool: its life-cycle, and the one place where database failures become 503."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+from yarl import URL
+
+from spacesvc.errors import DependencyUnavailable
+from spacesvc.settings import Settings
+
+log = logging.getLogger("spacesvc.db")
+
+# What PostgreSQL being down, restarting, overloaded or cut off looks like from asyncpg.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.QueryCanceledError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+def masked_dsn(dsn: str) -> str:
+    """The DSN with its password hidden, for log lines."""
+    url = URL(dsn)
+    return str(url.with_password("***")) if url.password else dsn
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    assert settings.database_url is not None, "resolve the embedded database first"
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=0,
+        max_size=settings.db_pool_max_size,
+        timeout=settings.db_connect_timeout,
+        command_timeout=settings.db_statement_timeout,
+        server_settings={"application_name": "spacesvc"},
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; PostgreSQL failing or too slow raises DependencyUnavailable."""
+    try:
+        async with pool.acquire(timeout=timeout) as conn:
+            yield conn
+    except UNAVAILABLE_ERRORS as error:
+        log.warning("database unavailable: %s", type(error).__name__)
+        raise DependencyUnavailable("database", "The database is not reachable right now.") from error
+

@@ -1,0 +1,68 @@
+"""The embedded default: a private PostgreSQL (pgserver) and a generated key file in the data dir.
+
+Used when SPACESVC_DATABASE_URL is unset, so ``spacesvc serve`` works on a fresh machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from spacesvc.settings import ConfigError, EncryptionKey, Settings, parse_encryption_keys
+
+log = logging.getLogger("spacesvc.embedded")
+
+KEY_FILE = "encryption-keys"
+
+
+def resolve(settings: Settings) -> Settings:
+    """Settings with a database URL and encryption keys, starting what the embedded default needs."""
+    if not settings.embedded_database:
+        return settings
+    data_dir = settings.data_dir.resolve()
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"SPACESVC_DATA_DIR={settings.data_dir}: cannot create it ({error.strerror})") from None
+    resolved = settings.with_changes(database_url=start_postgres(data_dir / "pg"))
+    if settings.secret_backend == "db" and not settings.encryption_keys:
+        resolved = resolved.with_changes(encryption_keys=load_or_create_key_file(data_dir / KEY_FILE))
+    return resolved
+
+
+def start_postgres(pgdata: Path) -> str:
+    """Start (or join) the private PostgreSQL server in ``pgdata``; returns its URL.
+
+    The server stops when the last spacesvc process using it exits.
+    """
+    import pgserver  # imported here: only the embedded default needs it
+
+    fresh = not (pgdata / "PG_VERSION").exists()
+    if fresh:
+        log.info("initialising an embedded PostgreSQL in %s", pgdata)
+    try:
+        server = pgserver.get_server(pgdata, cleanup_mode="stop")
+    except Exception as error:  # pgserver raises bare subprocess errors; name the place instead
+        raise ConfigError(
+            f"SPACESVC_DATA_DIR: the embedded PostgreSQL in {pgdata} did not start "
+            f"({type(error).__name__}); see {pgdata / 'log'}"
+        ) from None
+    return str(server.get_uri())
+
+
+def load_or_create_key_file(path: Path) -> tuple[EncryptionKey, ...]:
+    """The db backend's keyring from the data dir, generated (mode 0600) on first use."""
+    if not path.exists():
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"k1:{key}\n")
+        log.warning(
+            "generated an encryption key file at %s (mode 0600); in production set "
+            "SPACESVC_ENCRYPTION_KEYS and keep the key outside the data directory",
+            path,
+        )
+    return parse_encryption_keys(path.read_text().strip(), variable=f"key file {path}")

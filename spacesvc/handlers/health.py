@@ -1,0 +1,73 @@
+"""``/healthz`` (the process serves) and ``/readyz`` (its dependencies answer)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from backends import BackendUnavailable
+from spacesvc import db
+from spacesvc.errors import RETRY_AFTER_SECONDS, ApiError, DependencyUnavailable, ErrorCode
+from spacesvc.jsonio import json_response
+from spacesvc.migrate import check_migrations
+from spacesvc.openapi import errors, ok
+from spacesvc.schemas import HealthSchema, ReadinessSchema
+from spacesvc.typedefs import POOL, SECRET_BACKEND, SETTINGS
+
+READINESS_TIMEOUT = 3.0
+
+
+@docs(tags=["health"], summary="Liveness: 200 while the process serves", responses={200: ok(HealthSchema, "Alive")})
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+def _check(ok: bool, detail: str) -> dict[str, Any]:
+    return {"ok": ok, "detail": detail}
+
+
+async def _run_checks(request: web.Request) -> dict[str, dict[str, Any]]:
+    app = request.app
+    backend = app[SECRET_BACKEND]
+    checks: dict[str, dict[str, Any]] = {}
+    try:
+        async with db.connection(app[POOL], app[SETTINGS].db_acquire_timeout) as conn:
+            await conn.fetchval("SELECT 1")
+            checks["database"] = _check(True, "PostgreSQL answers")
+            problem = await check_migrations(conn)
+            checks["migrations"] = _check(problem is None, problem or "all migrations applied")
+            try:
+                health = await backend.health(conn)
+                checks["secret_backend"] = _check(health.ok, f"{backend.name}: {health.detail}")
+            except BackendUnavailable as error:
+                checks["secret_backend"] = _check(False, f"{backend.name}: {error}")
+    except DependencyUnavailable:
+        checks["database"] = _check(False, "PostgreSQL is not reachable")
+    for name in ("migrations", "secret_backend"):
+        checks.setdefault(name, _check(False, "not checked: the database is not reachable"))
+    return checks
+
+
+@docs(
+    tags=["health"],
+    summary="Readiness: PostgreSQL answers, migrations are applied, the secret backend is healthy",
+    responses={200: ok(ReadinessSchema, "Ready"), **errors(503)},
+)
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        checks = await asyncio.wait_for(_run_checks(request), READINESS_TIMEOUT)
+    except TimeoutError:
+        checks = {"database": _check(False, f"the checks did not finish within {READINESS_TIMEOUT:g}s")}
+    failing = sorted(name for name, check in checks.items() if not check["ok"])
+    if not failing:
+        return json_response({"status": "ready", "checks": checks})
+    raise ApiError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        f"Not ready: {', '.join(failing)} failing.",
+        hint="Each entry of checks says what is wrong; the service recovers by itself when the dependency returns.",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        extra={"checks": checks},
+    )

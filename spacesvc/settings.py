@@ -1,0 +1,133 @@
+"""The service's configuration: read from the environment once, validated, frozen.
+
+A bad variable raises ``ConfigError`` whose text is the one line printed at startup.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from backends import BACKEND_NAMES
+
+
+class ConfigError(Exception):
+    """A configuration problem; str(error) names the variable and is safe to print."""
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    kid: str
+    key: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class VaultSettings:
+    addr: str | None = None
+    token: str | None = field(default=None, repr=False)
+    namespace: str | None = None
+    cacert: str | None = None
+    role_id: str | None = None
+    secret_id: str | None = field(default=None, repr=False)
+    mount: str = "secret"
+    path: str = "spacesvc/spaces"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = field(default=None, repr=False)
+    data_dir: Path = Path(".spacesvc")
+    secret_backend: str = "db"
+    encryption_keys: tuple[EncryptionKey, ...] = ()
+    spaces_secret_key: str | None = field(default=None, repr=False)
+    vault: VaultSettings = VaultSettings()
+    log_level: str = "INFO"
+    # Dependency bounds: a request waits at most this long for PostgreSQL.
+    db_connect_timeout: float = 3.0
+    db_acquire_timeout: float = 3.0
+    db_statement_timeout: float = 5.0
+    db_pool_max_size: int = 10
+    max_body_bytes: int = 64 * 1024
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url is None
+
+    def with_changes(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        backend = _get(env, "SPACESVC_SECRET_BACKEND") or "db"
+        if backend not in BACKEND_NAMES:
+            raise ConfigError(
+                f"SPACESVC_SECRET_BACKEND={backend!r} is not a secret backend; "
+                f"choose one of: {', '.join(BACKEND_NAMES)}"
+            )
+        database_url = _get(env, "SPACESVC_DATABASE_URL")
+        if database_url is not None and not database_url.startswith(("postgres://", "postgresql://")):
+            raise ConfigError(
+                "SPACESVC_DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host:port/db)"
+            )
+        keys = parse_encryption_keys(_get(env, "SPACESVC_ENCRYPTION_KEYS"))
+        if backend == "db" and database_url is not None and not keys:
+            raise ConfigError(
+                "SPACESVC_ENCRYPTION_KEYS is required with the db secret backend and an external "
+                "database (SPACESVC_DATABASE_URL); generate one with: "
+                "spacesvc secrets genkey"
+            )
+        log_level = (_get(env, "SPACESVC_LOG_LEVEL") or "INFO").upper()
+        if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ConfigError("SPACESVC_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
+        return cls(
+            database_url=database_url,
+            data_dir=Path(_get(env, "SPACESVC_DATA_DIR") or ".spacesvc"),
+            secret_backend=backend,
+            encryption_keys=keys,
+            spaces_secret_key=env.get("SPACESVC_SPACES_SECRET_KEY") or None,
+            vault=VaultSettings(
+                addr=_get(env, "VAULT_ADDR"),
+                token=_get(env, "VAULT_TOKEN"),
+                namespace=_get(env, "VAULT_NAMESPACE"),
+                cacert=_get(env, "VAULT_CACERT"),
+                role_id=_get(env, "SPACESVC_VAULT_ROLE_ID"),
+                secret_id=_get(env, "SPACESVC_VAULT_SECRET_ID"),
+                mount=_get(env, "SPACESVC_VAULT_MOUNT") or "secret",
+                path=_get(env, "SPACESVC_VAULT_PATH") or "spacesvc/spaces",
+            ),
+            log_level=log_level,
+        )
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    return value or None
+
+
+def parse_encryption_keys(raw: str | None, variable: str = "SPACESVC_ENCRYPTION_KEYS") -> tuple[EncryptionKey, ...]:
+    """Parse ``kid:base64key[,kid:base64key…]``; the first key encrypts, all decrypt."""
+    if raw is None:
+        return ()
+    keys: list[EncryptionKey] = []
+    for position, item in enumerate(raw.split(","), start=1):
+        kid, sep, encoded = item.strip().partition(":")
+        if not sep or not kid or not encoded:
+            raise ConfigError(f"{variable}: entry {position} is not of the form kid:base64key")
+        if not kid.replace("-", "").replace("_", "").isalnum() or len(kid) > 64:
+            raise ConfigError(f"{variable}: entry {position} has a key id that is not [A-Za-z0-9_-]{{1,64}}")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{variable}: key {kid!r} is not valid base64") from None
+        if len(key) != 32:
+            raise ConfigError(f"{variable}: key {kid!r} must decode to 32 bytes (AES-256), not {len(key)}")
+        if any(existing.kid == kid for existing in keys):
+            raise ConfigError(f"{variable}: key id {kid!r} appears twice")
+        keys.append(EncryptionKey(kid, key))
+    return tuple(keys)

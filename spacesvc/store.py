@@ -1,0 +1,219 @@
+"""The Spaces configuration's data layer: named SQL, one transaction per write.
+
+Every write takes one transaction-scoped advisory lock, so concurrent writers serialize (also
+when no row exists yet, where a row lock would have nothing to lock). The row and its secret
+are written in that same transaction, so they commit, or fail, together.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from backends import SecretBackend, SecretLocation
+from spacesvc.errors import ApiError, ErrorCode, readonly_field, validation_error
+from spacesvc.validation import SpacesFields
+
+WRITE_LOCK_ID = 0x5BACE5_0002
+
+LOCK_FOR_WRITE = "SELECT pg_advisory_xact_lock($1)"
+SELECT_CONFIG = """
+SELECT id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
+       secret_version, version, created_at, updated_at, updated_by
+FROM spaces_config
+"""
+INSERT_CONFIG = """
+INSERT INTO spaces_config (access_key, region, endpoint, buckets, secret_backend, updated_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id::text
+"""
+UPDATE_CONFIG = """
+UPDATE spaces_config
+SET access_key = $1, region = $2, endpoint = $3, buckets = $4, secret_backend = $5,
+    secret_stored = $6, secret_version = $7, version = $8, updated_at = now(), updated_by = $9
+RETURNING id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
+          secret_version, version, created_at, updated_at, updated_by
+"""
+DELETE_CONFIG = "DELETE FROM spaces_config"
+
+
+@dataclass(frozen=True)
+class SpacesConfig:
+    id: str
+    fields: SpacesFields
+    secret_backend: str
+    secret_stored: bool
+    secret_version: int | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str
+
+    @property
+    def secret_location(self) -> SecretLocation:
+        return SecretLocation(self.id, self.secret_version)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What a write wants stored: the fields and, if given, a new secret."""
+
+    fields: SpacesFields
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class Preconditions:
+    """``If-Match`` (a version) and ``If-None-Match: *`` (create only)."""
+
+    if_match: int | None = None
+    create_only: bool = False
+
+    def check(self, current: SpacesConfig | None) -> None:
+        if self.create_only and current is not None:
+            raise ApiError(
+                ErrorCode.CONFLICT,
+                "The Spaces configuration exists already (If-None-Match: *).",
+                status=412,
+                hint="Drop If-None-Match to replace it, or send If-Match with its current version.",
+            )
+        if self.if_match is not None and (current is None or current.version != self.if_match):
+            found = "nothing is configured" if current is None else f"the current version is {current.version}"
+            raise ApiError(
+                ErrorCode.CONFLICT,
+                f"If-Match expected version {self.if_match}, but {found}.",
+                status=412,
+                hint="Re-read the configuration (GET) and retry with its ETag.",
+            )
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    config: SpacesConfig
+    created: bool
+    changed: bool
+
+
+def _config(row: asyncpg.Record) -> SpacesConfig:
+    return SpacesConfig(
+        id=row["id"],
+        fields=SpacesFields(row["access_key"], row["region"], row["endpoint"], tuple(row["buckets"])),
+        secret_backend=row["secret_backend"],
+        secret_stored=row["secret_stored"],
+        secret_version=row["secret_version"],
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+    )
+
+
+async def get_config(conn: asyncpg.Connection) -> SpacesConfig | None:
+    row = await conn.fetchrow(SELECT_CONFIG)
+    return _config(row) if row is not None else None
+
+
+async def write_config(
+    conn: asyncpg.Connection,
+    backend: SecretBackend,
+    build: Callable[[SpacesConfig | None], Desired],
+    *,
+    actor: str,
+    preconditions: Preconditions = Preconditions(),
+) -> WriteOutcome:
+    """Create or change the configuration atomically.
+
+    ``build`` runs under the write lock with the current configuration (None if there is
+    none) and returns what to store; it may raise an ApiError, which rolls everything back.
+    """
+    async with conn.transaction():
+        await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
+        current = await get_config(conn)
+        preconditions.check(current)
+        desired = build(current)
+        if desired.secret is not None and not backend.writable:
+            raise readonly_field("secretKey", "the API", backend.read_only_hint)
+        if current is None:
+            return await _create(conn, backend, desired, actor)
+        return await _update(conn, backend, current, desired, actor)
+
+
+async def _create(conn: asyncpg.Connection, backend: SecretBackend, desired: Desired, actor: str) -> WriteOutcome:
+    if desired.secret is None and backend.writable:
+        raise validation_error(
+            "secretKey is required when the Spaces configuration is first created.",
+            field="secretKey",
+            errors={"secretKey": ["Missing data for required field."]},
+        )
+    fields = desired.fields
+    config_id = await conn.fetchval(
+        INSERT_CONFIG, fields.access_key, fields.region, fields.endpoint, list(fields.buckets), backend.name, actor
+    )
+    secret_version = None
+    if desired.secret is not None:
+        secret_version = await backend.write(conn, SecretLocation(config_id), desired.secret)
+    config = await _store(conn, backend, fields, desired.secret is not None, secret_version, version=1, actor=actor)
+    return WriteOutcome(config, created=True, changed=True)
+
+
+async def _update(
+    conn: asyncpg.Connection, backend: SecretBackend, current: SpacesConfig, desired: Desired, actor: str
+) -> WriteOutcome:
+    secret_stored, secret_version = current.secret_stored, current.secret_version
+    secret_changed = False
+    if desired.secret is not None:
+        readable_here = current.secret_stored and current.secret_backend == backend.name
+        stored = await backend.read(conn, current.secret_location) if readable_here else None
+        if stored is None or not hmac.compare_digest(stored.encode(), desired.secret.encode()):
+            secret_version = await backend.write(conn, current.secret_location, desired.secret)
+            secret_stored, secret_changed = True, True
+    if not secret_changed and desired.fields == current.fields and current.secret_backend == backend.name:
+        return WriteOutcome(current, created=False, changed=False)
+    config = await _store(
+        conn, backend, desired.fields, secret_stored, secret_version, version=current.version + 1, actor=actor
+    )
+    return WriteOutcome(config, created=False, changed=True)
+
+
+async def _store(
+    conn: asyncpg.Connection,
+    backend: SecretBackend,
+    fields: SpacesFields,
+    secret_stored: bool,
+    secret_version: int | None,
+    *,
+    version: int,
+    actor: str,
+) -> SpacesConfig:
+    row = await conn.fetchrow(
+        UPDATE_CONFIG,
+        fields.access_key,
+        fields.region,
+        fields.endpoint,
+        list(fields.buckets),
+        backend.name,
+        secret_stored,
+        secret_version,
+        version,
+        actor,
+    )
+    return _config(row)
+
+
+async def delete_config(
+    conn: asyncpg.Connection, backend: SecretBackend, preconditions: Preconditions = Preconditions()
+) -> SpacesConfig | None:
+    """Remove the row and its secret together; returns what was removed (None: nothing was)."""
+    async with conn.transaction():
+        await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
+        current = await get_config(conn)
+        if current is None:
+            return None
+        preconditions.check(current)
+        await conn.execute(DELETE_CONFIG)
+        await backend.delete(conn, current.secret_location)
+        return current

@@ -1,0 +1,146 @@
+"""API tokens: generation, hashing and the queries that manage them.
+
+A token is ``sps_`` + 32 random bytes (URL-safe base64). Only its SHA-256 is stored: the token
+carries 256 bits of entropy, so a fast hash is enough and keeps authentication cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+TOKEN_PREFIX = "sps_"
+TOKEN_PATTERN = re.compile(r"^sps_[A-Za-z0-9_-]{43,}$")
+ROLES = ("admin", "operator", "viewer")
+SCOPES = ("settings:read", "settings:write")
+DURATION = re.compile(r"^(\d+)([smhd])$")
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+SELECT_PRINCIPAL = """
+SELECT id, name, role, scopes, expires_at, revoked_at, expires_at <= now() AS expired
+FROM api_tokens WHERE token_hash = $1
+"""
+INSERT_TOKEN = """
+INSERT INTO api_tokens (name, token_hash, role, scopes, expires_at)
+VALUES ($1, $2, $3, $4, now() + $5::interval)
+RETURNING id, name, role, scopes, created_at, expires_at, revoked_at
+"""
+SELECT_TOKENS = """
+SELECT id, name, role, scopes, created_at, expires_at, revoked_at FROM api_tokens
+ORDER BY created_at, name
+"""
+REVOKE_TOKEN = """
+UPDATE api_tokens SET revoked_at = now()
+WHERE revoked_at IS NULL AND (name = $1 OR id::text = $1)
+RETURNING id, name, role, scopes, created_at, expires_at, revoked_at
+"""
+COUNT_TOKENS = "SELECT count(*) FROM api_tokens"
+
+
+class TokenError(Exception):
+    """A token command was given bad arguments; str() is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the token's name, role and scopes."""
+
+    token_id: str
+    name: str
+    role: str
+    scopes: frozenset[str]
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: str
+    name: str
+    role: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+def generate_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def parse_duration(text: str) -> timedelta:
+    match = DURATION.match(text.strip())
+    if not match or int(match[1]) == 0:
+        raise TokenError(f"--expires-in {text!r}: use a positive duration such as 90s, 15m, 12h or 30d")
+    return timedelta(seconds=int(match[1]) * DURATION_UNITS[match[2]])
+
+
+def _info(row: asyncpg.Record) -> TokenInfo:
+    return TokenInfo(
+        id=str(row["id"]),
+        name=row["name"],
+        role=row["role"],
+        scopes=tuple(row["scopes"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def create_token(
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    role: str,
+    scopes: list[str],
+    expires_in: timedelta | None = None,
+) -> tuple[str, TokenInfo]:
+    """Create a token; returns the token itself (shown once) and its stored description."""
+    if not name or len(name) > 100 or not name.isprintable():
+        raise TokenError("--name must be 1-100 printable characters")
+    if role not in ROLES:
+        raise TokenError(f"--role {role!r}: choose one of {', '.join(ROLES)}")
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise TokenError(f"--scope {unknown[0]!r}: choose from {', '.join(SCOPES)}")
+    token = generate_token()
+    try:
+        row = await conn.fetchrow(
+            INSERT_TOKEN, name, hash_token(token), role, sorted(set(scopes)), expires_in
+        )
+    except asyncpg.UniqueViolationError:
+        raise TokenError(f"a live token named {name!r} exists already; revoke it or pick another name") from None
+    return token, _info(row)
+
+
+async def list_tokens(conn: asyncpg.Connection) -> list[TokenInfo]:
+    return [_info(row) for row in await conn.fetch(SELECT_TOKENS)]
+
+
+async def revoke_token(conn: asyncpg.Connection, name_or_id: str) -> TokenInfo:
+    row = await conn.fetchrow(REVOKE_TOKEN, name_or_id)
+    if row is None:
+        raise TokenError(f"no live token named or with id {name_or_id!r}")
+    return _info(row)
+
+
+async def count_tokens(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(COUNT_TOKENS))
+
+
+class InvalidToken(Exception):
+    """The presented token is unknown, expired or revoked."""
+
+
+async def authenticate(conn: asyncpg.Connection, token: str) -> Principal:
+    row = await conn.fetchrow(SELECT_PRINCIPAL, hash_token(token))
+    if row is None or row["revoked_at"] is not None or row["expired"]:
+        raise InvalidToken()
+    return Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]))
