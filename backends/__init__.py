@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from backends.base import BackendUnavailable, Health, SecretBackend, SecretLocation, SecretUnreadable
+from backends.base import (
+    BackendUnavailable,
+    Health,
+    ReadOnlyBackend,
+    SecretBackend,
+    SecretLocation,
+    SecretUnreadable,
+)
 
 if TYPE_CHECKING:
     from spacesvc.settings import Settings
@@ -33,6 +40,7 @@ __all__ = [
     "BACKEND_NAMES",
     "BackendUnavailable",
     "Health",
+    "ReadOnlyBackend",
     "SecretBackend",
     "SecretLocation",
     "SecretUnreadable",

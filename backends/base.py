@@ -20,6 +20,10 @@ class BackendUnavailable(Exception):
         self.hint = hint
 
 
+class ReadOnlyBackend(Exception):
+    """A write was attempted on a backend whose secret is not set through the API."""
+
+
 class SecretUnreadable(BackendUnavailable):
     """A secret is stored but cannot be read back (e.g. its encryption key is missing)."""
 

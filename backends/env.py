@@ -9,13 +9,9 @@ from typing import ClassVar
 
 import asyncpg
 
-from backends.base import Health, SecretBackend, SecretLocation
+from backends.base import Health, ReadOnlyBackend, SecretBackend, SecretLocation
 
 SECRET_VARIABLE = "SPACESVC_SPACES_SECRET_KEY"
-
-
-class ReadOnlyBackend(Exception):
-    """A write was attempted on a backend whose secret is not set through the API."""
 
 
 class EnvSecretBackend(SecretBackend):

@@ -122,7 +122,7 @@ class SpacesConfigInput(Schema):
         load_default=None,
         allow_none=True,
         metadata={"description": "default fra1", "example": DEFAULT_REGION},
-        validate=validate.Regexp(REGION, error="Must match ^[a-z0-9][a-z0-9-]{0,31}$ (lowercase letters, digits, '-')."),
+        validate=validate.Regexp(REGION, error="Must be 1 to 32 lowercase letters, digits or '-', starting with a letter or digit."),
     )
     endpoint = fields.String(
         load_default=None,

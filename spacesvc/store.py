@@ -15,7 +15,7 @@ from datetime import datetime
 import asyncpg
 
 from backends import SecretBackend, SecretLocation
-from spacesvc.errors import ApiError, ErrorCode, readonly_field, validation_error
+from spacesvc.errors import ApiError, ErrorCode, validation_error
 from spacesvc.validation import SpacesFields
 
 WRITE_LOCK_ID = 0x5BACE5_0002
@@ -135,8 +135,6 @@ async def write_config(
         current = await get_config(conn)
         preconditions.check(current)
         desired = build(current)
-        if desired.secret is not None and not backend.writable:
-            raise readonly_field("secretKey", "the API", backend.read_only_hint)
         if current is None:
             return await _create(conn, backend, desired, actor)
         return await _update(conn, backend, current, desired, actor)

@@ -12,7 +12,7 @@ from aiohttp_apispec import docs
 from backends import SecretBackend
 from spacesvc import db, store
 from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, requires
-from spacesvc.errors import not_found, validation_error
+from spacesvc.errors import not_found, readonly_field, validation_error
 from spacesvc.jsonio import json_response, read_json_object
 from spacesvc.openapi import errors, json_body, ok
 from spacesvc.schemas import (
@@ -129,6 +129,7 @@ class SpacesSettingsView(web.View):
     async def put(self) -> web.Response:
         conditions = preconditions(self.request, allow_create_only=True)
         wanted = parse_put(await read_json_object(self.request))
+        self._refuse_unwritable_secret(wanted.secret, "PUT")
         async with self.connection() as conn:
             outcome = await store.write_config(
                 conn,
@@ -156,6 +157,7 @@ class SpacesSettingsView(web.View):
     async def patch(self) -> web.Response:
         conditions = preconditions(self.request, allow_create_only=False)
         patch = parse_patch(await read_json_object(self.request))
+        self._refuse_unwritable_secret(patch.secret, "PATCH")
 
         def build(current: SpacesConfig | None) -> Desired:
             if current is None:
@@ -183,6 +185,10 @@ class SpacesSettingsView(web.View):
         if removed is None:
             raise _not_configured()
         return json_response({"success": True})
+
+    def _refuse_unwritable_secret(self, secret: str | None, method: str) -> None:
+        if secret is not None and not self.backend.writable:
+            raise readonly_field("secretKey", method, self.backend.read_only_hint)
 
     def _config_response(self, config: SpacesConfig, *, status: int) -> web.Response:
         return json_response({"config": present(config, self.backend)}, status=status, headers=etag(config))

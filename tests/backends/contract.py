@@ -1,0 +1,77 @@
+"""The contract every secret backend keeps; each backend's test class subclasses it.
+
+A subclass provides the ``backend`` fixture (and ``configured_secret`` for a backend whose
+secret is set outside the API).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from backends import BACKEND_NAMES, ReadOnlyBackend, SecretBackend, SecretLocation
+from tests.conftest import SECRET
+
+OWNER = SecretLocation("00000000-0000-0000-0000-00000000000a")
+OTHER = SecretLocation("00000000-0000-0000-0000-00000000000b")
+
+
+class BackendContract:
+    configured_secret: str | None = None
+
+    @pytest.fixture
+    def backend(self) -> SecretBackend:
+        raise NotImplementedError
+
+    async def test_name_is_a_selectable_backend(self, backend: SecretBackend) -> None:
+        assert backend.name in BACKEND_NAMES
+
+    async def test_is_healthy_when_configured(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
+        health = await backend.health(db)
+        assert health.ok, health.detail
+        assert health.detail
+
+    async def test_write_then_read_returns_the_secret(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
+        if not backend.writable:
+            with pytest.raises(ReadOnlyBackend):
+                await backend.write(db, OWNER, SECRET)
+            assert await backend.read(db, OWNER) == self.configured_secret
+            return
+        async with db.transaction():
+            version = await backend.write(db, OWNER, SECRET)
+        assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET
+
+    async def test_overwrite_replaces_the_secret(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
+        if not backend.writable:
+            pytest.skip("read-only backend: shown by test_write_then_read_returns_the_secret")
+        await backend.write(db, OWNER, SECRET)
+        version = await backend.write(db, OWNER, SECRET + "-2")
+        assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET + "-2"
+
+    async def test_secrets_of_different_owners_are_separate(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
+        if not backend.writable:
+            pytest.skip("read-only backend keeps one secret for the whole service")
+        await backend.write(db, OWNER, SECRET)
+        assert await backend.read(db, OTHER) is None
+
+    async def test_delete_leaves_nothing_to_read(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
+        if backend.writable:
+            await backend.write(db, OWNER, SECRET)
+        await backend.delete(db, OWNER)
+        assert await backend.read(db, OWNER) == (None if backend.writable else self.configured_secret)
+
+    async def test_a_write_rolled_back_with_its_transaction_leaves_the_old_secret(
+        self, backend: SecretBackend, db: asyncpg.Connection
+    ) -> None:
+        if not backend.writable:
+            pytest.skip("read-only backend: nothing is written")
+        version = await backend.write(db, OWNER, SECRET)
+
+        class Abort(Exception):
+            pass
+
+        with pytest.raises(Abort):
+            async with db.transaction():
+                await backend.write(db, OWNER, SECRET + "-new")
+                raise Abort
+        assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET

@@ -1,0 +1,56 @@
+"""The env backend: the secret is SPACESVC_SPACES_SECRET_KEY, read-only through the API."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from backends import SecretBackend
+from backends.env import EnvSecretBackend
+from spacesvc.settings import Settings
+from tests.backends.contract import BackendContract
+from tests.conftest import SECRET, MakeClient
+from tests.test_errors import assert_envelope
+from tests.test_spaces_api import SPACES
+
+ENV_SECRET = "env-provided-secret-value-0123456789"
+
+
+class TestEnvBackendContract(BackendContract):
+    configured_secret = ENV_SECRET
+
+    @pytest.fixture
+    def backend(self) -> SecretBackend:
+        return EnvSecretBackend(ENV_SECRET)
+
+
+@pytest.fixture
+async def env_client(make_client: MakeClient, settings: Settings) -> TestClient:
+    return await make_client(settings.with_changes(secret_backend="env", spaces_secret_key=ENV_SECRET))
+
+
+async def test_creation_needs_no_secret_and_reports_the_variable(env_client: TestClient, admin: dict) -> None:
+    resp = await env_client.put(SPACES, json={"accessKey": "AK"}, headers=admin)
+    assert resp.status == 201
+    config = (await resp.json())["config"]
+    assert config["secretBackend"] == "env" and config["hasSecretKey"] is True
+
+
+async def test_secret_key_in_put_or_patch_is_readonly_naming_the_variable(env_client: TestClient, admin: dict) -> None:
+    resp = await env_client.put(SPACES, json={"accessKey": "AK", "secretKey": SECRET}, headers=admin)
+    body = await assert_envelope(resp, 422, "READONLY_FIELD")
+    assert body["field"] == "secretKey" and "SPACESVC_SPACES_SECRET_KEY" in body["hint"]
+    assert body["message"] == 'Field "secretKey" is read-only and cannot be set via PUT.'
+    assert SECRET not in await resp.text()
+    await env_client.put(SPACES, json={"accessKey": "AK"}, headers=admin)
+    resp = await env_client.patch(SPACES, json={"secretKey": SECRET}, headers=admin)
+    body = await assert_envelope(resp, 422, "READONLY_FIELD")
+    assert "SPACESVC_SPACES_SECRET_KEY" in body["hint"]
+
+
+async def test_has_secret_key_is_false_when_the_variable_is_unset(
+    make_client: MakeClient, settings: Settings, admin: dict
+) -> None:
+    client = await make_client(settings.with_changes(secret_backend="env", spaces_secret_key=None))
+    resp = await client.put(SPACES, json={"accessKey": "AK"}, headers=admin)
+    assert (await resp.json())["config"]["hasSecretKey"] is False

@@ -1,0 +1,138 @@
+"""A private PostgreSQL cluster for tests and CI: initdb, start, stop, on a loopback port.
+
+Binaries: $SPACESVC_TEST_PG_BIN, else the newest system PostgreSQL (/usr/lib/postgresql/*/bin),
+else the ones the pgserver package ships. As root, the server runs as the ``postgres`` user
+(or pgserver's ``pgserver`` user), since PostgreSQL refuses to run as root.
+
+``python -m tests.support.postgres start DIR`` starts one and prints its URL (used by .ci/run);
+``python -m tests.support.postgres stop DIR`` stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def find_bin_dir() -> Path:
+    configured = os.environ.get("SPACESVC_TEST_PG_BIN")
+    if configured:
+        return Path(configured)
+    system = sorted(
+        (p for p in Path("/usr/lib/postgresql").glob("*/bin") if (p / "initdb").exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    if system:
+        return system[-1]
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH
+
+
+def bin_dir_for_major(major: int) -> Path:
+    """Client binaries (pg_dump) matching a server's major version."""
+    system = Path(f"/usr/lib/postgresql/{major}/bin")
+    if (system / "pg_dump").exists():
+        return system
+    from pgserver._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        from pgserver.utils import ensure_user_exists
+
+        return ensure_user_exists("pgserver")
+
+
+@dataclass
+class LocalPostgres:
+    data_dir: Path
+    port: int
+    bin_dir: Path
+
+    @classmethod
+    def create(cls, data_dir: Path, port: int | None = None) -> LocalPostgres:
+        cluster = cls(data_dir.resolve(), port or free_port(), find_bin_dir())
+        cluster.init()
+        return cluster
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *args: str) -> None:
+        user = _server_user()
+        subprocess.run(
+            [str(self.bin_dir / args[0]), *args[1:]],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            user=user.pw_uid if user else None,
+            group=user.pw_gid if user else None,
+            cwd="/",
+        )
+
+    def init(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        user = _server_user()
+        if user:
+            from pgserver.utils import ensure_prefix_permissions
+
+            ensure_prefix_permissions(self.data_dir)
+            shutil.chown(self.data_dir, user.pw_uid, user.pw_gid)
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+
+    def start(self) -> None:
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -F -c max_connections=200"
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "30", "-l", str(self.data_dir / "log"), "-o", options, "start")
+
+    def stop(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "immediate", "stop")
+
+    def destroy(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("action", choices=["start", "stop"])
+    parser.add_argument("data_dir", type=Path)
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args()
+    if args.action == "start":
+        cluster = LocalPostgres.create(args.data_dir, args.port)
+        cluster.start()
+        (args.data_dir / "spacesvc-test-port").write_text(str(cluster.port))
+        print(cluster.url)
+    else:
+        port = int((args.data_dir / "spacesvc-test-port").read_text())
+        LocalPostgres(args.data_dir.resolve(), port, find_bin_dir()).stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
