@@ -14,7 +14,7 @@ from datetime import datetime
 
 import asyncpg
 
-from backends import SecretBackend, SecretLocation
+from backends import SecretBackend, SecretLocation, SecretUnreadable
 from spacesvc.errors import ApiError, ErrorCode, validation_error
 from spacesvc.validation import SpacesFields
 
@@ -164,8 +164,7 @@ async def _update(
     secret_stored, secret_version = current.secret_stored, current.secret_version
     secret_changed = False
     if desired.secret is not None:
-        readable_here = current.secret_stored and current.secret_backend == backend.name
-        stored = await backend.read(conn, current.secret_location) if readable_here else None
+        stored = await _stored_secret(conn, backend, current)
         if stored is None or not hmac.compare_digest(stored.encode(), desired.secret.encode()):
             secret_version = await backend.write(conn, current.secret_location, desired.secret)
             secret_stored, secret_changed = True, True
@@ -175,6 +174,17 @@ async def _update(
         conn, backend, desired.fields, secret_stored, secret_version, version=current.version + 1, actor=actor
     )
     return WriteOutcome(config, created=False, changed=True)
+
+
+async def _stored_secret(conn: asyncpg.Connection, backend: SecretBackend, current: SpacesConfig) -> str | None:
+    """The secret stored now, to compare with a new one; an unreadable one counts as absent,
+    so that sending a new secret is how an operator recovers from a lost key."""
+    if not current.secret_stored or current.secret_backend != backend.name:
+        return None
+    try:
+        return await backend.read(conn, current.secret_location)
+    except SecretUnreadable:
+        return None
 
 
 async def _store(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiohttp_apispec import docs
 
-from backends import BackendUnavailable
+from backends import BackendUnavailable, Health, SecretBackend
 from spacesvc import db
 from spacesvc.errors import RETRY_AFTER_SECONDS, ApiError, DependencyUnavailable, ErrorCode
 from spacesvc.jsonio import json_response
@@ -18,6 +20,8 @@ from spacesvc.schemas import HealthSchema, ReadinessSchema
 from spacesvc.typedefs import POOL, SECRET_BACKEND, SETTINGS
 
 READINESS_TIMEOUT = 3.0
+
+log = logging.getLogger("spacesvc.readiness")
 
 
 @docs(tags=["health"], summary="Liveness: 200 while the process serves", responses={200: ok(HealthSchema, "Alive")})
@@ -39,16 +43,25 @@ async def _run_checks(request: web.Request) -> dict[str, dict[str, Any]]:
             checks["database"] = _check(True, "PostgreSQL answers")
             problem = await check_migrations(conn)
             checks["migrations"] = _check(problem is None, problem or "all migrations applied")
-            try:
-                health = await backend.health(conn)
-                checks["secret_backend"] = _check(health.ok, f"{backend.name}: {health.detail}")
-            except BackendUnavailable as error:
-                checks["secret_backend"] = _check(False, f"{backend.name}: {error}")
+            if problem is None:
+                checks["secret_backend"] = await _backend_check(backend, conn)
+            else:
+                checks["secret_backend"] = _check(False, "not checked: the schema is not migrated")
     except DependencyUnavailable:
         checks["database"] = _check(False, "PostgreSQL is not reachable")
     for name in ("migrations", "secret_backend"):
         checks.setdefault(name, _check(False, "not checked: the database is not reachable"))
     return checks
+
+
+async def _backend_check(backend: SecretBackend, conn: asyncpg.Connection) -> dict[str, Any]:
+    try:
+        health = await backend.health(conn)
+    except BackendUnavailable as error:
+        health = Health(False, str(error))
+    if not health.ok:
+        log.warning("secret backend not ready: %s", health.detail, extra={"backend": backend.name})
+    return _check(health.ok, f"{backend.name}: {health.detail}")
 
 
 @docs(

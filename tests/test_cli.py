@@ -1,0 +1,117 @@
+"""The ``spacesvc`` command line: tokens, migrate, secrets, and one clear line for bad configuration."""
+
+from __future__ import annotations
+
+import os
+
+import asyncpg
+import pytest
+
+from backends.db import DbSecretBackend
+from spacesvc.settings import EncryptionKey, parse_encryption_keys
+from spacesvc.tokens import TOKEN_PATTERN, hash_token
+from tests.backends.contract import OWNER
+from tests.conftest import SECRET, TEST_KEY, keys_env
+from tests.support.cli import clean_env, run
+
+
+@pytest.fixture
+def env(database_url: str) -> dict[str, str]:
+    return clean_env(SPACESVC_DATABASE_URL=database_url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY))
+
+
+def test_help_lists_the_commands() -> None:
+    result = run("--help", env=clean_env())
+    assert result.returncode == 0
+    for command in ("serve", "migrate", "tokens", "secrets"):
+        assert command in result.stdout
+
+
+async def test_tokens_create_prints_the_token_alone_on_the_last_line(env: dict, db: asyncpg.Connection) -> None:
+    result = run("tokens", "create", "--name", "ci", "--role", "operator", "--scope", "settings:read", "--expires-in", "30d", env=env)
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip().splitlines()[-1]
+    assert TOKEN_PATTERN.match(token)
+    row = await db.fetchrow("SELECT name, role, scopes, expires_at > now() + interval '29 days' AS ok FROM api_tokens WHERE token_hash = $1", hash_token(token))
+    assert (row["name"], row["role"], row["scopes"], row["ok"]) == ("ci", "operator", ["settings:read"], True)
+    assert token not in result.stderr
+
+
+async def test_tokens_list_shows_tokens_but_never_their_values(env: dict) -> None:
+    created = run("tokens", "create", "--name", "deploy", "--role", "admin", "--scope", "settings:write", env=env)
+    token = created.stdout.strip().splitlines()[-1]
+    listed = run("tokens", "list", env=env)
+    assert listed.returncode == 0
+    assert "deploy" in listed.stdout and "admin" in listed.stdout and "live" in listed.stdout
+    assert token not in listed.stdout
+
+
+async def test_tokens_revoke_by_name(env: dict, db: asyncpg.Connection) -> None:
+    run("tokens", "create", "--name", "old", "--role", "viewer", "--scope", "settings:read", env=env)
+    result = run("tokens", "revoke", "old", env=env)
+    assert result.returncode == 0
+    assert await db.fetchval("SELECT revoked_at IS NOT NULL FROM api_tokens WHERE name = 'old'")
+    again = run("tokens", "revoke", "old", env=env)
+    assert again.returncode == 2 and "no live token" in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--name", "x", "--role", "admin", "--scope", "settings:read", "--expires-in", "soon"), "--expires-in"),
+        (("--name", "x", "--role", "admin"), "--scope"),
+    ],
+)
+def test_tokens_create_with_bad_arguments_is_one_line(env: dict, args: tuple[str, ...], message: str) -> None:
+    result = run("tokens", "create", *args, env=env)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_migrate_reports_up_to_date(env: dict) -> None:
+    result = run("migrate", env=env)
+    assert result.returncode == 0 and "up to date" in result.stdout
+
+
+async def test_secrets_reencrypt_moves_the_secret_to_the_first_key(env: dict, db: asyncpg.Connection) -> None:
+    new_key = EncryptionKey("k2", os.urandom(32))
+    await DbSecretBackend([TEST_KEY]).write(db, OWNER, SECRET)
+    result = run("secrets", "reencrypt", env={**env, "SPACESVC_ENCRYPTION_KEYS": keys_env(new_key, TEST_KEY)})
+    assert result.returncode == 0, result.stderr
+    assert await db.fetchval("SELECT key_id FROM secret_ciphertexts") == "k2"
+    assert await DbSecretBackend([new_key]).read(db, OWNER) == SECRET
+
+
+def test_secrets_genkey_prints_a_usable_key() -> None:
+    result = run("secrets", "genkey", env=clean_env())
+    assert result.returncode == 0
+    (key,) = parse_encryption_keys(result.stdout.strip())
+    assert len(key.key) == 32
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"SPACESVC_SECRET_BACKEND": "s3"}, "SPACESVC_SECRET_BACKEND"),
+        ({"SPACESVC_DATABASE_URL": "postgresql://u@127.0.0.1:1/db"}, "SPACESVC_ENCRYPTION_KEYS"),
+        ({"SPACESVC_DATABASE_URL": "mysql://u@host/db"}, "SPACESVC_DATABASE_URL"),
+        ({"SPACESVC_DATABASE_URL": "postgresql://u@h/db", "SPACESVC_ENCRYPTION_KEYS": "k1:c2hvcnQ="}, "SPACESVC_ENCRYPTION_KEYS"),
+        ({"SPACESVC_DATABASE_URL": "postgresql://u@h/db", "SPACESVC_ENCRYPTION_KEYS": "no-colon"}, "SPACESVC_ENCRYPTION_KEYS"),
+        ({"SPACESVC_LOG_LEVEL": "LOUD"}, "SPACESVC_LOG_LEVEL"),
+    ],
+)
+def test_bad_configuration_stops_startup_with_one_line_naming_the_variable(variables: dict, named: str) -> None:
+    result = run("serve", "--port", "1", env=clean_env(**variables))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_one_line_with_the_password_masked() -> None:
+    url = "postgresql://user:hunter2-password@127.0.0.1:1/db"
+    result = run("migrate", env=clean_env(SPACESVC_DATABASE_URL=url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY)), timeout=60)
+    assert result.returncode == 2
+    assert "not reachable" in result.stderr
+    assert "hunter2-password" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,64 @@
+"""Concurrent writers never lose an update: each effective change bumps version exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp.test_utils import TestClient
+
+from tests.test_spaces_api import BODY, SPACES
+
+
+async def test_concurrent_patches_serialize_and_each_bumps_version_once(client: TestClient, admin: dict) -> None:
+    await client.put(SPACES, json={**BODY, "buckets": []}, headers=admin)
+
+    async def set_access_key(i: int) -> int:
+        resp = await client.patch(SPACES, json={"accessKey": f"KEY-{i:02d}"}, headers=admin)
+        assert resp.status == 200
+        return (await resp.json())["config"]["version"]
+
+    versions = await asyncio.gather(*(set_access_key(i) for i in range(20)))
+    assert sorted(versions) == list(range(2, 22))
+    final = (await (await client.get(SPACES, headers=admin)).json())["config"]
+    assert final["version"] == 21
+
+
+async def test_concurrent_first_puts_create_exactly_once(client: TestClient, admin: dict) -> None:
+    async def put(i: int) -> tuple[int, dict]:
+        resp = await client.put(SPACES, json={**BODY, "accessKey": f"KEY-{i}"}, headers=admin)
+        return resp.status, (await resp.json())["config"]
+
+    results = await asyncio.gather(*(put(i) for i in range(10)))
+    statuses = sorted(status for status, _ in results)
+    assert statuses == [200] * 9 + [201]
+    assert len({config["id"] for _, config in results}) == 1
+    assert sorted(config["version"] for _, config in results) == list(range(1, 11))
+    final = (await (await client.get(SPACES, headers=admin)).json())["config"]
+    assert final["version"] == 10
+    assert final["accessKey"] == next(c["accessKey"] for _, c in results if c["version"] == 10)
+
+
+async def test_concurrent_read_modify_write_with_if_match_loses_no_bucket(client: TestClient, admin: dict) -> None:
+    await client.put(SPACES, json={**BODY, "buckets": []}, headers=admin)
+    conflicts = 0
+
+    async def add_bucket(name: str) -> None:
+        nonlocal conflicts
+        while True:
+            resp = await client.get(SPACES, headers=admin)
+            config = (await resp.json())["config"]
+            patched = await client.patch(
+                SPACES,
+                json={"buckets": [*config["buckets"], name]},
+                headers={**admin, "If-Match": resp.headers["ETag"]},
+            )
+            if patched.status == 200:
+                return
+            assert patched.status == 412
+            conflicts += 1
+
+    names = [f"bucket-{i:02d}" for i in range(10)]
+    await asyncio.gather(*(add_bucket(n) for n in names))
+    final = (await (await client.get(SPACES, headers=admin)).json())["config"]
+    assert sorted(final["buckets"]) == names
+    assert final["version"] == 1 + len(names)

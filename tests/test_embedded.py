@@ -1,0 +1,99 @@
+"""The embedded default: `spacesvc serve` with no SPACESVC_DATABASE_URL, as a new user runs it."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.cli import SPACESVC, clean_env, run
+from tests.support.postgres import free_port
+
+TOKEN_LINE = re.compile(r"^sps_[A-Za-z0-9_-]{43,}$")
+
+
+class Serve:
+    """`spacesvc serve` in a data dir; collects stdout until it prints the docs URL."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.port = port
+        self.process = subprocess.Popen(
+            [SPACESVC, "serve", "--port", str(port)],
+            env=clean_env(SPACESVC_DATA_DIR=str(data_dir)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        self.stdout: list[str] = []
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.stdout.append(line.rstrip("\n"))
+            if "API docs:" in line:
+                break
+        assert any("API docs:" in line for line in self.stdout), self.stop()
+
+    def read_token_lines(self) -> list[str]:
+        assert self.process.stdout is not None
+        lines = []
+        for _ in range(2):
+            lines.append(self.process.stdout.readline().rstrip("\n"))
+        self.stdout.extend(lines)
+        return lines
+
+    def stop(self) -> str:
+        """Stop it as an operator would (SIGTERM); keeps the rest of stdout, returns stderr."""
+        self.process.send_signal(signal.SIGTERM)
+        stdout, stderr = self.process.communicate(timeout=30)
+        self.stdout.extend(stdout.splitlines())
+        return stderr
+
+
+async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_token_once(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    port = free_port()
+
+    first = Serve(data_dir, port)
+    try:
+        assert f"http://127.0.0.1:{port}" in first.stdout[0]
+        assert first.stdout[1] == f"API docs: http://127.0.0.1:{port}/api/docs"
+        notice, token = first.read_token_lines()
+        assert "shown only once" in notice and TOKEN_LINE.match(token)
+        async with aiohttp.ClientSession() as http:
+            resp = await http.put(
+                f"http://127.0.0.1:{port}/api/settings/spaces",
+                json={"accessKey": "AK", "secretKey": "embedded-secret-value"},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert resp.status == 201
+            assert (await http.get(f"http://127.0.0.1:{port}/readyz")).status == 200
+        listed = run("tokens", "list", env=clean_env(SPACESVC_DATA_DIR=str(data_dir)))
+        assert listed.returncode == 0 and "admin" in listed.stdout
+    finally:
+        first_stderr = first.stop()
+    assert first.process.returncode == 0
+    key_file = data_dir / "encryption-keys"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert "SPACESVC_ENCRYPTION_KEYS" in first_stderr
+    assert token not in first_stderr
+
+    second = Serve(data_dir, port)
+    try:
+        async with aiohttp.ClientSession() as http:
+            resp = await http.get(
+                f"http://127.0.0.1:{port}/api/settings/spaces", headers={"Authorization": f"Bearer {token}"}
+            )
+            assert resp.status == 200
+            assert (await resp.json())["config"]["accessKey"] == "AK"
+    finally:
+        second_stderr = second.stop()
+    assert not any(TOKEN_LINE.match(line) for line in second.stdout)
+    assert "generated an encryption key file" not in second_stderr

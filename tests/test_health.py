@@ -1,0 +1,50 @@
+"""/healthz and /readyz: fast, truthful, and naming what fails."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from aiohttp.test_utils import TestClient
+
+from spacesvc.settings import EncryptionKey, Settings
+from tests.conftest import SECRET, MakeClient, ServerLog
+from tests.test_errors import assert_envelope
+from tests.test_spaces_api import BODY, SPACES
+
+
+async def test_healthz_is_ok(client: TestClient) -> None:
+    resp = await client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok"}
+
+
+async def test_readyz_is_ready_with_every_check_named(client: TestClient) -> None:
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    body = await resp.json()
+    assert body["status"] == "ready"
+    assert set(body["checks"]) == {"database", "migrations", "secret_backend"}
+    assert all(check["ok"] for check in body["checks"].values())
+
+
+async def test_a_secret_whose_key_is_missing_fails_readiness_with_a_log_line(
+    client: TestClient, admin: dict, make_client: MakeClient, settings: Settings, server_log: ServerLog
+) -> None:
+    assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
+    new_key = EncryptionKey("k2", os.urandom(32))
+    rekeyed = await make_client(settings.with_changes(encryption_keys=(new_key,)))
+
+    resp = await rekeyed.get("/readyz")
+    body = await assert_envelope(resp, 503, "SERVICE_UNAVAILABLE")
+    check = body["checks"]["secret_backend"]
+    assert check["ok"] is False and "'k1'" in check["detail"]
+    logged = [json.loads(line) for line in server_log.lines]
+    assert any(line["logger"] == "spacesvc.readiness" and "'k1'" in line["msg"] for line in logged)
+
+    # the configuration stays readable, and a new secret is how the operator recovers
+    config = (await (await rekeyed.get(SPACES, headers=admin)).json())["config"]
+    assert config["hasSecretKey"] is True
+    resp = await rekeyed.patch(SPACES, json={"secretKey": SECRET + "-new"}, headers=admin)
+    assert resp.status == 200
+    assert (await rekeyed.get("/readyz")).status == 200

@@ -1,0 +1,78 @@
+"""One JSON log line per request; the secret and tokens never in a response, a log or the database."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import asyncpg
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import SECRET, ServerLog, Tokens, auth
+from tests.support.postgres import bin_dir_for_major
+from tests.test_spaces_api import BODY, SPACES
+
+ROTATED = SECRET + "-rotated"
+
+
+async def exercise_every_route(client: TestClient, token: str) -> list[str]:
+    """Drive the API through success and failure paths; returns every response (headers + body)."""
+    headers = auth(token)
+    calls = [
+        client.put(SPACES, json=BODY, headers=headers),
+        client.get(SPACES, headers=headers),
+        client.patch(SPACES, json={"secretKey": ROTATED}, headers=headers),
+        client.put(SPACES, json={**BODY, "secretKey": ROTATED * 9}, headers=headers),
+        client.put(SPACES, json={**BODY, "region": "BAD", "secretKey": SECRET}, headers=headers),
+        client.put(SPACES, json={**BODY, "version": 7}, headers=headers),
+        client.put(SPACES, data=f'{{"secretKey": "{SECRET}"', headers={**headers, "Content-Type": "application/json"}),
+        client.get(SPACES, headers=auth(token[:-2] + "xx")),
+        client.get("/readyz"),
+        client.get("/api/docs/openapi.json"),
+    ]
+    seen = []
+    for call in calls:
+        resp = await call
+        seen.append(json.dumps(dict(resp.headers)) + (await resp.text()))
+    return seen
+
+
+async def test_the_secret_never_appears_in_responses_or_logs(
+    client: TestClient, tokens: Tokens, server_log: ServerLog
+) -> None:
+    token = await tokens.create("admin")
+    responses = await exercise_every_route(client, token)
+    for text in [*responses, server_log.text]:
+        assert SECRET not in text
+        assert ROTATED not in text
+        assert token not in text
+        assert "Bearer" not in text or "WWW-Authenticate" in text
+
+
+async def test_one_structured_log_line_per_request(client: TestClient, admin: dict, server_log: ServerLog) -> None:
+    resp = await client.put(SPACES, json=BODY, headers=admin)
+    request_id = resp.headers["X-Request-ID"]
+    lines = [json.loads(line) for line in server_log.lines]
+    access = [line for line in lines if line.get("requestId") == request_id and line["logger"] == "spacesvc.access"]
+    assert len(access) == 1
+    line = access[0]
+    assert (line["method"], line["path"], line["status"], line["token"]) == ("PUT", SPACES, 201, "admin-token")
+    assert line["durationMs"] >= 0
+    assert "Authorization" not in json.dumps(lines)
+
+
+async def test_a_database_dump_holds_neither_the_secret_nor_any_token(
+    client: TestClient, tokens: Tokens, database_url: str, db: asyncpg.Connection
+) -> None:
+    token = await tokens.create("admin")
+    await exercise_every_route(client, token)
+    major = int(await db.fetchval("SHOW server_version_num")) // 10000
+    dump = subprocess.run(
+        [str(bin_dir_for_major(major) / "pg_dump"), "--no-owner", database_url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "secret_ciphertexts" in dump and "api_tokens" in dump
+    assert SECRET not in dump and ROTATED not in dump
+    assert token not in dump

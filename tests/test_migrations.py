@@ -1,0 +1,60 @@
+"""The migration runner: ordered, transactional, locked, checksummed."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from spacesvc.migrate import MigrationError, load_migrations, migrate
+from spacesvc.settings import Settings
+from tests.conftest import MakeClient, TEST_KEY
+
+
+async def test_migrate_applies_every_file_in_order_once(empty_database_url: str) -> None:
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        applied = await migrate(conn)
+        assert applied == [f"{m.version:04d}_{m.name}" for m in load_migrations()]
+        assert await migrate(conn) == []
+        rows = await conn.fetch("SELECT version, checksum FROM schema_migrations ORDER BY version")
+        assert [(r["version"], r["checksum"]) for r in rows] == [(m.version, m.checksum) for m in load_migrations()]
+        assert await conn.fetchval("SELECT to_regclass('spaces_config') IS NOT NULL")
+    finally:
+        await conn.close()
+
+
+async def test_two_replicas_migrating_together_are_safe(empty_database_url: str) -> None:
+    first, second = await asyncpg.connect(empty_database_url), await asyncpg.connect(empty_database_url)
+    try:
+        results = await asyncio.gather(migrate(first), migrate(second))
+        assert sorted(len(r) for r in results) == [0, len(load_migrations())]
+        assert await first.fetchval("SELECT count(*) FROM schema_migrations") == len(load_migrations())
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_an_edited_applied_migration_is_refused(db: asyncpg.Connection) -> None:
+    await db.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        await migrate(db)
+
+
+async def test_a_migration_unknown_to_this_version_is_refused(db: asyncpg.Connection) -> None:
+    await db.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x')")
+    with pytest.raises(MigrationError, match="does not know"):
+        await migrate(db)
+
+
+async def test_readyz_fails_while_migrations_are_pending(make_client: MakeClient, empty_database_url: str) -> None:
+    client: TestClient = await make_client(Settings(database_url=empty_database_url, encryption_keys=(TEST_KEY,)))
+    resp = await client.get("/readyz")
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["code"] == "SERVICE_UNAVAILABLE"
+    assert body["checks"]["migrations"]["ok"] is False
+    assert "pending" in body["checks"]["migrations"]["detail"]
+    assert body["checks"]["database"]["ok"] is True
