@@ -35,13 +35,25 @@ ERROR_DESCRIPTIONS = {
     500: "Unexpected error (INTERNAL); quote the requestId.",
     503: "PostgreSQL or the secret backend is unavailable (SERVICE_UNAVAILABLE); see Retry-After.",
 }
-RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait"}}
-ETAG = {"ETag": {"schema": {"type": "string"}, "description": 'the configuration version, quoted: "<version>"'}}
-REQUEST_ID = {"X-Request-ID": {"schema": {"type": "string"}, "description": "req_<ULID>, also in the log"}}
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "required": True, "description": "seconds to wait"}}
+REQUEST_ID = {
+    "X-Request-ID": {"schema": {"type": "string"}, "required": True, "description": "req_<ULID>, also in the log"}
+}
 
 
-def ok(schema: type[Schema], description: str, *, etag: bool = False) -> dict[str, Any]:
-    headers = {**REQUEST_ID, **(ETAG if etag else {})}
+def etag_header(*, always: bool) -> dict[str, Any]:
+    when = "" if always else " Present when a configuration is returned."
+    return {
+        "ETag": {
+            "schema": {"type": "string"},
+            "required": always,
+            "description": f'The configuration version, quoted: "<version>".{when}',
+        }
+    }
+
+
+def ok(schema: type[Schema], description: str, *, etag: dict[str, Any] | None = None) -> dict[str, Any]:
+    headers = {**REQUEST_ID, **(etag or {})}
     return {"description": description, "headers": headers, "content": {JSON: {"schema": schema}}}
 
 
@@ -51,9 +63,9 @@ def errors(*statuses: int) -> dict[int, dict[str, Any]]:
     for status in sorted({*statuses, 500}):
         headers = {**REQUEST_ID, **(RETRY_AFTER if status == 503 else {})}
         if status == 401:
-            headers["WWW-Authenticate"] = {"schema": {"type": "string"}}
+            headers["WWW-Authenticate"] = {"schema": {"type": "string"}, "required": True}
         if status == 405:
-            headers["Allow"] = {"schema": {"type": "string"}}
+            headers["Allow"] = {"schema": {"type": "string"}, "required": True}
         documented[status] = {
             "description": ERROR_DESCRIPTIONS[status],
             "headers": headers,

@@ -14,7 +14,7 @@ from spacesvc import db, store
 from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.errors import not_found, readonly_field, validation_error
 from spacesvc.jsonio import json_response, read_json_object
-from spacesvc.openapi import errors, json_body, ok
+from spacesvc.openapi import errors, etag_header, json_body, ok
 from spacesvc.schemas import (
     SpacesConfigEnvelopeSchema,
     SpacesConfigInput,
@@ -100,7 +100,10 @@ class SpacesSettingsView(web.View):
         tags=["settings"],
         summary="Get the global Spaces configuration",
         security=SECURITY,
-        responses={200: ok(SpacesStatusSchema, "The configuration, or configured: false", etag=True), **errors(401, 403, 503)},
+        responses={
+            200: ok(SpacesStatusSchema, "The configuration, or configured: false", etag=etag_header(always=False)),
+            **errors(401, 403, 503),
+        },
     )
     @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
@@ -120,8 +123,8 @@ class SpacesSettingsView(web.View):
         parameters=[IF_MATCH_PARAM, IF_NONE_MATCH_PARAM],
         requestBody=json_body(SpacesConfigInput, "The configuration"),
         responses={
-            200: ok(SpacesConfigEnvelopeSchema, "Replaced (or unchanged)", etag=True),
-            201: ok(SpacesConfigEnvelopeSchema, "Created", etag=True),
+            200: ok(SpacesConfigEnvelopeSchema, "Replaced (or unchanged)", etag=etag_header(always=True)),
+            201: ok(SpacesConfigEnvelopeSchema, "Created", etag=etag_header(always=True)),
             **errors(400, 401, 403, 412, 413, 415, 422, 503),
         },
     )
@@ -149,7 +152,7 @@ class SpacesSettingsView(web.View):
         parameters=[IF_MATCH_PARAM],
         requestBody=json_body(SpacesConfigInput(partial=True), "The fields to change"),
         responses={
-            200: ok(SpacesConfigEnvelopeSchema, "Changed (or unchanged)", etag=True),
+            200: ok(SpacesConfigEnvelopeSchema, "Changed (or unchanged)", etag=etag_header(always=True)),
             **errors(400, 401, 403, 404, 412, 413, 415, 422, 503),
         },
     )
