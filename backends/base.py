@@ -79,5 +79,5 @@ class SecretBackend(ABC):
         """Whether a secret is available, given whether the row records one as stored."""
         return stored
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release what the backend holds; the default holds nothing."""

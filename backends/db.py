@@ -56,9 +56,7 @@ class DbSecretBackend(SecretBackend):
 
     async def write(self, conn: asyncpg.Connection, location: SecretLocation, secret: str) -> int | None:
         nonce = os.urandom(NONCE_BYTES)
-        ciphertext = self._ciphers[self._primary_kid].encrypt(
-            nonce, secret.encode(), associated_data(location.owner)
-        )
+        ciphertext = self._ciphers[self._primary_kid].encrypt(nonce, secret.encode(), associated_data(location.owner))
         await conn.execute(UPSERT_CIPHERTEXT, location.owner, self._primary_kid, nonce, ciphertext)
         return None
 

@@ -9,21 +9,29 @@ import logging
 import secrets
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import asyncpg
-
 from aiohttp import web
 
 from backends import BackendUnavailable
-
 from spacesvc import db, embedded
 from spacesvc.app import create_app
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
 from spacesvc.settings import ConfigError, Settings
-from spacesvc.tokens import ROLES, SCOPES, TokenError, count_tokens, create_token, list_tokens, parse_duration, revoke_token
+from spacesvc.tokens import (
+    ROLES,
+    SCOPES,
+    TokenError,
+    count_tokens,
+    create_token,
+    list_tokens,
+    parse_duration,
+    revoke_token,
+)
 
 log = logging.getLogger("spacesvc")
 
@@ -119,9 +127,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     first_token = None
     async with connection(settings) as conn:
         if await count_tokens(conn) == 0:
-            first_token, _ = await create_token(
-                conn, name="admin", role="admin", scopes=list(SCOPES)
-            )
+            first_token, _ = await create_token(conn, name="admin", role="admin", scopes=list(SCOPES))
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -156,9 +162,13 @@ async def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> Non
     if not args.scopes:
         raise TokenError("give at least one --scope (settings:read, settings:write)")
     async with connection(settings) as conn:
-        token, info = await create_token(conn, name=args.name, role=args.role, scopes=args.scopes, expires_in=expires_in)
+        token, info = await create_token(
+            conn, name=args.name, role=args.role, scopes=args.scopes, expires_in=expires_in
+        )
     expiry = info.expires_at.isoformat() if info.expires_at else "never"
-    print(f"created token {info.name} (id {info.id}, role {info.role}, scopes {' '.join(info.scopes)}, expires {expiry})")
+    print(
+        f"created token {info.name} (id {info.id}, role {info.role}, scopes {' '.join(info.scopes)}, expires {expiry})"
+    )
     print("The token is shown only once:")
     print(token)
 
@@ -190,7 +200,7 @@ async def cmd_secrets_reencrypt(settings: Settings, args: argparse.Namespace) ->
     print(f"re-encrypted {changed} secret(s) under key {settings.encryption_keys[0].kid!r}")
 
 
-COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Awaitable[None]]] = {
+COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, None]]] = {
     ("migrate", None): cmd_migrate,
     ("tokens", "create"): cmd_tokens_create,
     ("tokens", "list"): cmd_tokens_list,

@@ -57,4 +57,3 @@ async def connection(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncp
     except UNAVAILABLE_ERRORS as error:
         log.warning("database unavailable: %s", type(error).__name__)
         raise DependencyUnavailable("database", "The database is not reachable right now.") from error
-

@@ -31,5 +31,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     except orjson.JSONDecodeError as error:
         raise validation_error(f"The request body is not valid JSON: {error.msg} at position {error.pos}.") from None
     if not isinstance(body, dict):
-        raise validation_error(f"The request body must be a JSON object, not {type(body).__name__ if body is not None else 'null'}.")
+        raise validation_error(
+            f"The request body must be a JSON object, not {type(body).__name__ if body is not None else 'null'}."
+        )
     return body

@@ -105,4 +105,3 @@ class OpenApi3Spec(AiohttpApiSpec):
 
 def setup_openapi(app: web.Application, version: str) -> None:
     OpenApi3Spec(title="spacesvc", version=version).register(app, in_place=True)
-

@@ -113,7 +113,8 @@ class SpacesConfigInput(Schema):
         allow_none=True,
         load_only=True,
         metadata={
-            "description": "write-only; required on creation unless the backend is env; omitted or empty keeps the stored one",
+            "description": "write-only; required on creation unless the backend is env; "
+            "omitted or empty keeps the stored one",
             "writeOnly": True,
         },
         validate=validate.Length(max=MAX_SECRET_LENGTH, error=f"Must be at most {MAX_SECRET_LENGTH} characters."),
@@ -122,7 +123,9 @@ class SpacesConfigInput(Schema):
         load_default=None,
         allow_none=True,
         metadata={"description": "default fra1", "example": DEFAULT_REGION},
-        validate=validate.Regexp(REGION, error="Must be 1 to 32 lowercase letters, digits or '-', starting with a letter or digit."),
+        validate=validate.Regexp(
+            REGION, error="Must be 1 to 32 lowercase letters, digits or '-', starting with a letter or digit."
+        ),
     )
     endpoint = fields.String(
         load_default=None,

@@ -72,9 +72,7 @@ class Settings:
             )
         database_url = _get(env, "SPACESVC_DATABASE_URL")
         if database_url is not None and not database_url.startswith(("postgres://", "postgresql://")):
-            raise ConfigError(
-                "SPACESVC_DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host:port/db)"
-            )
+            raise ConfigError("SPACESVC_DATABASE_URL must be a PostgreSQL URL (postgresql://user:pass@host:port/db)")
         keys = parse_encryption_keys(_get(env, "SPACESVC_ENCRYPTION_KEYS"))
         if backend == "db" and database_url is not None and not keys:
             raise ConfigError(

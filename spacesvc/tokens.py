@@ -112,9 +112,7 @@ async def create_token(
         raise TokenError(f"--scope {unknown[0]!r}: choose from {', '.join(SCOPES)}")
     token = generate_token()
     try:
-        row = await conn.fetchrow(
-            INSERT_TOKEN, name, hash_token(token), role, sorted(set(scopes)), expires_in
-        )
+        row = await conn.fetchrow(INSERT_TOKEN, name, hash_token(token), role, sorted(set(scopes)), expires_in)
     except asyncpg.UniqueViolationError:
         raise TokenError(f"a live token named {name!r} exists already; revoke it or pick another name") from None
     return token, _info(row)

@@ -14,7 +14,7 @@ from spacesvc.schemas import DEFAULT_REGION, READONLY_FIELDS, SpacesConfigInput
 READONLY_HINTS = {
     "id": "The id is assigned by the server.",
     "hasSecretKey": "Send secretKey to set the secret; it is never returned.",
-    "secretBackend": "The backend is chosen by SPACESVC_SECRET_BACKEND; move a stored secret with `spacesvc secrets migrate`.",
+    "secretBackend": "The backend is chosen by the service's SPACESVC_SECRET_BACKEND setting.",
     "version": "The version is assigned by the server; use If-Match to make a write conditional on it.",
     "createdAt": "Timestamps are assigned by the server.",
     "updatedAt": "Timestamps are assigned by the server.",

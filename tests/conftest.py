@@ -165,7 +165,11 @@ class Tokens:
         self._count = 0
 
     async def create(
-        self, role: str = "admin", scopes: tuple[str, ...] = SCOPES, name: str | None = None, expires_in: str | None = None
+        self,
+        role: str = "admin",
+        scopes: tuple[str, ...] = SCOPES,
+        name: str | None = None,
+        expires_in: str | None = None,
     ) -> str:
         self._count += 1
         conn = await asyncpg.connect(self.database_url)

@@ -28,11 +28,27 @@ def test_help_lists_the_commands() -> None:
 
 
 async def test_tokens_create_prints_the_token_alone_on_the_last_line(env: dict, db: asyncpg.Connection) -> None:
-    result = run("tokens", "create", "--name", "ci", "--role", "operator", "--scope", "settings:read", "--expires-in", "30d", env=env)
+    result = run(
+        "tokens",
+        "create",
+        "--name",
+        "ci",
+        "--role",
+        "operator",
+        "--scope",
+        "settings:read",
+        "--expires-in",
+        "30d",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip().splitlines()[-1]
     assert TOKEN_PATTERN.match(token)
-    row = await db.fetchrow("SELECT name, role, scopes, expires_at > now() + interval '29 days' AS ok FROM api_tokens WHERE token_hash = $1", hash_token(token))
+    row = await db.fetchrow(
+        "SELECT name, role, scopes, expires_at > now() + interval '29 days' AS ok "
+        "FROM api_tokens WHERE token_hash = $1",
+        hash_token(token),
+    )
     assert (row["name"], row["role"], row["scopes"], row["ok"]) == ("ci", "operator", ["settings:read"], True)
     assert token not in result.stderr
 
@@ -95,8 +111,14 @@ def test_secrets_genkey_prints_a_usable_key() -> None:
         ({"SPACESVC_SECRET_BACKEND": "s3"}, "SPACESVC_SECRET_BACKEND"),
         ({"SPACESVC_DATABASE_URL": "postgresql://u@127.0.0.1:1/db"}, "SPACESVC_ENCRYPTION_KEYS"),
         ({"SPACESVC_DATABASE_URL": "mysql://u@host/db"}, "SPACESVC_DATABASE_URL"),
-        ({"SPACESVC_DATABASE_URL": "postgresql://u@h/db", "SPACESVC_ENCRYPTION_KEYS": "k1:c2hvcnQ="}, "SPACESVC_ENCRYPTION_KEYS"),
-        ({"SPACESVC_DATABASE_URL": "postgresql://u@h/db", "SPACESVC_ENCRYPTION_KEYS": "no-colon"}, "SPACESVC_ENCRYPTION_KEYS"),
+        (
+            {"SPACESVC_DATABASE_URL": "postgresql://u@h/db", "SPACESVC_ENCRYPTION_KEYS": "k1:c2hvcnQ="},
+            "SPACESVC_ENCRYPTION_KEYS",
+        ),
+        (
+            {"SPACESVC_DATABASE_URL": "postgresql://u@h/db", "SPACESVC_ENCRYPTION_KEYS": "no-colon"},
+            "SPACESVC_ENCRYPTION_KEYS",
+        ),
         ({"SPACESVC_LOG_LEVEL": "LOUD"}, "SPACESVC_LOG_LEVEL"),
     ],
 )
@@ -110,7 +132,9 @@ def test_bad_configuration_stops_startup_with_one_line_naming_the_variable(varia
 
 def test_unreachable_database_is_one_line_with_the_password_masked() -> None:
     url = "postgresql://user:hunter2-password@127.0.0.1:1/db"
-    result = run("migrate", env=clean_env(SPACESVC_DATABASE_URL=url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY)), timeout=60)
+    result = run(
+        "migrate", env=clean_env(SPACESVC_DATABASE_URL=url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY)), timeout=60
+    )
     assert result.returncode == 2
     assert "not reachable" in result.stderr
     assert "hunter2-password" not in result.stderr + result.stdout

@@ -48,7 +48,9 @@ async def test_body_over_64_kib_is_413(client: TestClient, admin: dict) -> None:
 
 
 async def test_non_json_content_type_is_415(client: TestClient, admin: dict) -> None:
-    resp = await client.put(SPACES, data="accessKey=x", headers={**admin, "Content-Type": "application/x-www-form-urlencoded"})
+    resp = await client.put(
+        SPACES, data="accessKey=x", headers={**admin, "Content-Type": "application/x-www-form-urlencoded"}
+    )
     await assert_envelope(resp, 415, "VALIDATION_ERROR")
 
 

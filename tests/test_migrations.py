@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from spacesvc.migrate import MigrationError, load_migrations, migrate
 from spacesvc.settings import Settings
-from tests.conftest import MakeClient, TEST_KEY
+from tests.conftest import TEST_KEY, MakeClient
 
 
 async def test_migrate_applies_every_file_in_order_once(empty_database_url: str) -> None:

@@ -46,8 +46,13 @@ def test_compose_variables_are_ones_the_service_reads(repo_root: Path) -> None:
     env = compose["services"]["spacesvc"]["environment"]
     settings = Settings.from_env(
         {
-            name: ("postgresql://u:p@postgres:5432/db" if name == "SPACESVC_DATABASE_URL" else
-                   "k1:" + "A" * 43 + "=" if name == "SPACESVC_ENCRYPTION_KEYS" else value)
+            name: (
+                "postgresql://u:p@postgres:5432/db"
+                if name == "SPACESVC_DATABASE_URL"
+                else "k1:" + "A" * 43 + "="
+                if name == "SPACESVC_ENCRYPTION_KEYS"
+                else value
+            )
             for name, value in env.items()
         }
     )
@@ -60,7 +65,9 @@ def test_compose_variables_are_ones_the_service_reads(repo_root: Path) -> None:
 def test_no_secret_is_committed_in_the_compose_file(repo_root: Path) -> None:
     text = (repo_root / "docker-compose.yml").read_text()
     for line in text.splitlines():
-        if re.search(r"(PASSWORD|KEYS|TOKEN|SECRET_KEY|SECRET_ID)[A-Z_]*:\s*\S", line) and not line.lstrip().startswith("#"):
+        if re.search(r"(PASSWORD|KEYS|TOKEN|SECRET_KEY|SECRET_ID)[A-Z_]*:\s*\S", line) and not line.lstrip().startswith(
+            "#"
+        ):
             assert "${" in line, line
 
 

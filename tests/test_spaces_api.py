@@ -67,7 +67,9 @@ async def test_put_is_a_full_replacement_and_keeps_the_id(client: TestClient, ad
     assert config["hasSecretKey"] is True
 
 
-async def test_put_without_secret_on_create_is_a_validation_error(client: TestClient, admin: dict, db: asyncpg.Connection) -> None:
+async def test_put_without_secret_on_create_is_a_validation_error(
+    client: TestClient, admin: dict, db: asyncpg.Connection
+) -> None:
     resp = await client.put(SPACES, json={"accessKey": "AK"}, headers=admin)
     assert resp.status == 400
     body = await resp.json()
@@ -75,7 +77,9 @@ async def test_put_without_secret_on_create_is_a_validation_error(client: TestCl
     assert await db.fetchval("SELECT count(*) FROM spaces_config") == 0
 
 
-async def test_empty_secret_on_replace_keeps_the_stored_secret(client: TestClient, admin: dict, db: asyncpg.Connection) -> None:
+async def test_empty_secret_on_replace_keeps_the_stored_secret(
+    client: TestClient, admin: dict, db: asyncpg.Connection
+) -> None:
     await client.put(SPACES, json=BODY, headers=admin)
     before = await db.fetchrow("SELECT nonce, ciphertext FROM secret_ciphertexts")
     resp = await client.put(SPACES, json={**BODY, "secretKey": ""}, headers=admin)
@@ -93,7 +97,9 @@ async def test_put_that_changes_nothing_answers_200_without_bumping_version(clie
     assert resp.headers["ETag"] == '"1"'
 
 
-async def test_put_with_a_new_secret_bumps_version_and_reencrypts(client: TestClient, admin: dict, db: asyncpg.Connection) -> None:
+async def test_put_with_a_new_secret_bumps_version_and_reencrypts(
+    client: TestClient, admin: dict, db: asyncpg.Connection
+) -> None:
     await client.put(SPACES, json=BODY, headers=admin)
     before = await db.fetchval("SELECT ciphertext FROM secret_ciphertexts")
     resp = await client.put(SPACES, json={**BODY, "secretKey": SECRET + "-rotated"}, headers=admin)

@@ -82,7 +82,9 @@ async def test_valid_put_is_accepted(client: TestClient, admin: dict, change: di
     assert resp.status == 201, await resp.text()
 
 
-@pytest.mark.parametrize("field", ["id", "hasSecretKey", "secretBackend", "version", "createdAt", "updatedAt", "updatedBy"])
+@pytest.mark.parametrize(
+    "field", ["id", "hasSecretKey", "secretBackend", "version", "createdAt", "updatedAt", "updatedBy"]
+)
 async def test_read_only_field_is_422_readonly_field(client: TestClient, admin: dict, field: str) -> None:
     resp = await client.put(SPACES, json={**BODY, field: "x"}, headers=admin)
     assert resp.status == 422
@@ -95,7 +97,9 @@ async def test_read_only_field_is_422_readonly_field(client: TestClient, admin: 
     assert (await resp.json())["message"] == f'Field "{field}" is read-only and cannot be set via PATCH.'
 
 
-async def test_every_failing_field_is_listed_and_field_is_the_first_in_body_order(client: TestClient, admin: dict) -> None:
+async def test_every_failing_field_is_listed_and_field_is_the_first_in_body_order(
+    client: TestClient, admin: dict
+) -> None:
     body = {"region": "BAD", "accessKey": "", "buckets": ["ok-name", "x", "Y"], "extra": True, "secretKey": SECRET}
     resp = await client.put(SPACES, json=body, headers=admin)
     error = await resp.json()

@@ -41,7 +41,7 @@ IF_NONE_MATCH_PARAM = {
     "schema": {"type": "string", "enum": ["*"]},
     "description": "* : create only; fails with 412 if a configuration exists.",
 }
-SECURITY = [{"bearer": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def timestamp(moment: datetime) -> str:
@@ -198,6 +198,4 @@ class SpacesSettingsView(web.View):
 
 
 def _not_configured() -> Exception:
-    return not_found(
-        "The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces."
-    )
+    return not_found("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")

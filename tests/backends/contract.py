@@ -48,7 +48,9 @@ class BackendContract:
         version = await backend.write(db, OWNER, SECRET + "-2")
         assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET + "-2"
 
-    async def test_secrets_of_different_owners_are_separate(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
+    async def test_secrets_of_different_owners_are_separate(
+        self, backend: SecretBackend, db: asyncpg.Connection
+    ) -> None:
         if not backend.writable:
             pytest.skip("read-only backend keeps one secret for the whole service")
         await backend.write(db, OWNER, SECRET)

@@ -7,7 +7,7 @@ import os
 import asyncpg
 import pytest
 
-from backends import SecretBackend, SecretLocation, SecretUnreadable
+from backends import SecretBackend, SecretUnreadable
 from backends.db import DbSecretBackend
 from spacesvc.settings import EncryptionKey
 from tests.backends.contract import OTHER, OWNER, BackendContract

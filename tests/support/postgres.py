@@ -11,6 +11,7 @@ else the ones the pgserver package ships. As root, the server runs as the ``post
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pwd
 import shutil
@@ -104,16 +105,26 @@ class LocalPostgres:
 
     def start(self) -> None:
         options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -F -c max_connections=200"
-        self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "30", "-l", str(self.data_dir / "log"), "-o", options, "start")
+        self._run(
+            "pg_ctl",
+            "-D",
+            str(self.data_dir),
+            "-w",
+            "-t",
+            "30",
+            "-l",
+            str(self.data_dir / "log"),
+            "-o",
+            options,
+            "start",
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "immediate", "stop")
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop()
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
