@@ -12,6 +12,7 @@ import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -82,38 +83,38 @@ def template_db(pg_admin_url: str) -> Iterator[str]:
     asyncio.run(drop())
 
 
+@asynccontextmanager
+async def fresh_database(admin_url: str, prefix: str, template: str | None = None) -> AsyncIterator[str]:
+    """A database of its own (a clone of ``template`` if given), dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:16]}"
+    clone = f' TEMPLATE "{template}"' if template else ""
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"{clone}')
+    finally:
+        await admin.close()
+    try:
+        yield database_url_for(admin_url, name)
+    finally:
+        admin = await asyncpg.connect(admin_url)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
 @pytest.fixture
 async def database_url(pg_admin_url: str, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this test alone."""
-    name = f"spacesvc_test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await admin.close()
-    yield database_url_for(pg_admin_url, name)
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(pg_admin_url, "spacesvc_test", template_db) as url:
+        yield url
 
 
 @pytest.fixture
 async def empty_database_url(pg_admin_url: str) -> AsyncIterator[str]:
     """A fresh database with no migrations applied."""
-    name = f"spacesvc_empty_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    yield database_url_for(pg_admin_url, name)
-    admin = await asyncpg.connect(pg_admin_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    async with fresh_database(pg_admin_url, "spacesvc_empty") as url:
+        yield url
 
 
 @pytest.fixture
