@@ -20,7 +20,7 @@ from backends.base import (
 if TYPE_CHECKING:
     from spacesvc.settings import Settings
 
-BACKEND_NAMES: tuple[str, ...] = ("db", "env")
+BACKEND_NAMES: tuple[str, ...] = ("db", "env", "vault")
 
 
 def create_backend(settings: Settings) -> SecretBackend:
@@ -33,6 +33,10 @@ def create_backend(settings: Settings) -> SecretBackend:
         from backends.env import EnvSecretBackend
 
         return EnvSecretBackend(settings.spaces_secret_key)
+    if settings.secret_backend == "vault":
+        from backends.vault import VaultSecretBackend
+
+        return VaultSecretBackend(settings.vault)
     raise ValueError(f"unknown secret backend {settings.secret_backend!r}")
 
 

@@ -75,6 +75,12 @@ class SecretBackend(ABC):
     async def health(self, conn: asyncpg.Connection) -> Health:
         """Whether the backend can serve, with a detail line safe to show on /readyz."""
 
+    async def start(self) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Start background work (e.g. keeping a token alive); the default has none."""
+
+    async def purge(self, location: SecretLocation) -> None:  # noqa: B027 - an optional hook, not abstract
+        """After a deletion has committed: remove what could not be removed inside the transaction."""
+
     def has_secret(self, stored: bool) -> bool:
         """Whether a secret is available, given whether the row records one as stored."""
         return stored

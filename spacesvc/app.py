@@ -39,6 +39,7 @@ async def secret_backend_ctx(app: web.Application) -> AsyncIterator[None]:
     backend = create_backend(app[SETTINGS])
     app[SECRET_BACKEND] = backend
     log.info("secret backend: %s", backend.name)
+    await backend.start()
     try:
         yield
     finally:

@@ -36,6 +36,34 @@ class VaultSettings:
     secret_id: str | None = field(default=None, repr=False)
     mount: str = "secret"
     path: str = "spacesvc/spaces"
+    # hvac's HTTP timeout; a call is abandoned after ``timeout + 1`` s, well inside a request's life.
+    timeout: float = 3.0
+
+    @property
+    def uses_approle(self) -> bool:
+        return self.role_id is not None
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the variable if the vault backend cannot work with these."""
+        if self.addr is None:
+            raise ConfigError("VAULT_ADDR is required with SPACESVC_SECRET_BACKEND=vault (e.g. https://vault:8200)")
+        if not self.addr.startswith(("http://", "https://")):
+            raise ConfigError("VAULT_ADDR must be an http:// or https:// URL")
+        if (self.role_id is None) != (self.secret_id is None):
+            missing = "SPACESVC_VAULT_SECRET_ID" if self.secret_id is None else "SPACESVC_VAULT_ROLE_ID"
+            raise ConfigError(f"{missing} is required for AppRole login (set both role and secret id)")
+        if self.token is not None and self.role_id is not None:
+            raise ConfigError("set either VAULT_TOKEN or SPACESVC_VAULT_ROLE_ID/SPACESVC_VAULT_SECRET_ID, not both")
+        if self.token is None and self.role_id is None:
+            raise ConfigError(
+                "VAULT_TOKEN (or SPACESVC_VAULT_ROLE_ID and SPACESVC_VAULT_SECRET_ID) is required "
+                "with SPACESVC_SECRET_BACKEND=vault"
+            )
+        if self.cacert is not None and not Path(self.cacert).is_file():
+            raise ConfigError(f"VAULT_CACERT={self.cacert}: no such file")
+        for variable, value in (("SPACESVC_VAULT_MOUNT", self.mount), ("SPACESVC_VAULT_PATH", self.path)):
+            if not value or value != value.strip("/") or "//" in value or any(c.isspace() for c in value):
+                raise ConfigError(f"{variable}={value!r} must be a path without leading or trailing '/'")
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,18 @@ class Settings:
                 "database (SPACESVC_DATABASE_URL); generate one with: "
                 "spacesvc secrets genkey"
             )
+        vault = VaultSettings(
+            addr=_get(env, "VAULT_ADDR"),
+            token=_get(env, "VAULT_TOKEN"),
+            namespace=_get(env, "VAULT_NAMESPACE"),
+            cacert=_get(env, "VAULT_CACERT"),
+            role_id=_get(env, "SPACESVC_VAULT_ROLE_ID"),
+            secret_id=_get(env, "SPACESVC_VAULT_SECRET_ID"),
+            mount=_get(env, "SPACESVC_VAULT_MOUNT") or "secret",
+            path=_get(env, "SPACESVC_VAULT_PATH") or "spacesvc/spaces",
+        )
+        if backend == "vault":
+            vault.validate()
         log_level = (_get(env, "SPACESVC_LOG_LEVEL") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("SPACESVC_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
@@ -89,16 +129,7 @@ class Settings:
             secret_backend=backend,
             encryption_keys=keys,
             spaces_secret_key=env.get("SPACESVC_SPACES_SECRET_KEY") or None,
-            vault=VaultSettings(
-                addr=_get(env, "VAULT_ADDR"),
-                token=_get(env, "VAULT_TOKEN"),
-                namespace=_get(env, "VAULT_NAMESPACE"),
-                cacert=_get(env, "VAULT_CACERT"),
-                role_id=_get(env, "SPACESVC_VAULT_ROLE_ID"),
-                secret_id=_get(env, "SPACESVC_VAULT_SECRET_ID"),
-                mount=_get(env, "SPACESVC_VAULT_MOUNT") or "secret",
-                path=_get(env, "SPACESVC_VAULT_PATH") or "spacesvc/spaces",
-            ),
+            vault=vault,
             log_level=log_level,
         )
 

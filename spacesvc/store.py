@@ -224,4 +224,5 @@ async def delete_config(
         preconditions.check(current)
         await conn.execute(DELETE_CONFIG)
         await backend.delete(conn, current.secret_location)
-        return current
+    await backend.purge(current.secret_location)
+    return current

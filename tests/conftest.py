@@ -24,8 +24,9 @@ from yarl import URL
 from spacesvc.app import create_app
 from spacesvc.logs import JsonFormatter
 from spacesvc.migrate import migrate
-from spacesvc.settings import EncryptionKey, Settings
+from spacesvc.settings import EncryptionKey, Settings, VaultSettings
 from spacesvc.tokens import SCOPES, create_token, parse_duration
+from tests.support.openbao import OpenBao
 from tests.support.postgres import LocalPostgres
 
 TEST_KEY = EncryptionKey("k1", os.urandom(32))
@@ -237,3 +238,24 @@ def server_log() -> Iterator[ServerLog]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+    """A real OpenBao dev server (KV v2 at secret/), shared by the session."""
+    server = OpenBao.dev_server(tmp_path_factory.mktemp("openbao"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def vault_config(openbao: OpenBao) -> VaultSettings:
+    """Vault settings with a path of this test's own, authenticated with the root token."""
+    return VaultSettings(
+        addr=openbao.addr, token=openbao.root_token, path=f"spacesvc/test-{uuid.uuid4().hex[:12]}", timeout=2.0
+    )
+
+
+@pytest.fixture
+def vault_settings(settings: Settings, vault_config: VaultSettings) -> Settings:
+    return settings.with_changes(secret_backend="vault", vault=vault_config)

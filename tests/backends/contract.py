@@ -53,14 +53,16 @@ class BackendContract:
     ) -> None:
         if not backend.writable:
             pytest.skip("read-only backend keeps one secret for the whole service")
-        await backend.write(db, OWNER, SECRET)
-        assert await backend.read(db, OTHER) is None
+        version = await backend.write(db, OWNER, SECRET)
+        assert await backend.read(db, SecretLocation(OTHER.owner, version)) is None
 
     async def test_delete_leaves_nothing_to_read(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
-        if backend.writable:
-            await backend.write(db, OWNER, SECRET)
-        await backend.delete(db, OWNER)
-        assert await backend.read(db, OWNER) == (None if backend.writable else self.configured_secret)
+        version = await backend.write(db, OWNER, SECRET) if backend.writable else None
+        location = SecretLocation(OWNER.owner, version)
+        async with db.transaction():
+            await backend.delete(db, location)
+        await backend.purge(location)
+        assert await backend.read(db, location) == (None if backend.writable else self.configured_secret)
 
     async def test_a_write_rolled_back_with_its_transaction_leaves_the_old_secret(
         self, backend: SecretBackend, db: asyncpg.Connection

@@ -1,0 +1,90 @@
+"""The vault backend against a real OpenBao: the shared contract, versions, binding, auth."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import hvac
+import pytest
+
+from backends import SecretBackend, SecretLocation
+from backends.vault import VaultSecretBackend, policy_for
+from spacesvc.settings import VaultSettings
+from tests.backends.contract import OWNER, BackendContract
+from tests.conftest import SECRET
+from tests.support.openbao import OpenBao
+
+
+@pytest.fixture
+async def vault_backend(vault_config: VaultSettings) -> AsyncIterator[VaultSecretBackend]:
+    backend = VaultSecretBackend(vault_config)
+    await backend.start()
+    yield backend
+    await backend.close()
+
+
+class TestVaultBackendContract(BackendContract):
+    @pytest.fixture
+    async def backend(self, vault_backend: VaultSecretBackend) -> SecretBackend:
+        return vault_backend
+
+
+async def test_the_secret_is_stored_at_the_documented_path_and_key(
+    vault_backend: VaultSecretBackend, vault_config: VaultSettings, openbao: OpenBao, db: asyncpg.Connection
+) -> None:
+    version = await vault_backend.write(db, OWNER, SECRET)
+    stored = openbao.admin().secrets.kv.v2.read_secret_version(
+        path=vault_config.path, mount_point="secret", raise_on_deleted_version=True
+    )
+    assert stored["data"]["data"]["secretKey"] == SECRET
+    assert stored["data"]["metadata"]["version"] == version
+
+
+async def test_each_write_is_a_new_kv_version_and_old_versions_stay_readable(
+    vault_backend: VaultSecretBackend, db: asyncpg.Connection
+) -> None:
+    first = await vault_backend.write(db, OWNER, SECRET)
+    second = await vault_backend.write(db, OWNER, SECRET + "-2")
+    assert second == first + 1
+    assert await vault_backend.read(db, SecretLocation(OWNER.owner, first)) == SECRET
+    assert await vault_backend.read(db, SecretLocation(OWNER.owner, second)) == SECRET + "-2"
+
+
+async def test_purge_removes_the_metadata_and_every_version(
+    vault_backend: VaultSecretBackend, vault_config: VaultSettings, openbao: OpenBao, db: asyncpg.Connection
+) -> None:
+    await vault_backend.write(db, OWNER, SECRET)
+    await vault_backend.write(db, OWNER, SECRET + "-2")
+    await vault_backend.purge(OWNER)
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")
+
+
+async def test_approle_with_a_policy_limited_to_the_path_works(
+    openbao: OpenBao, vault_config: VaultSettings, db: asyncpg.Connection
+) -> None:
+    openbao.write_policy("spacesvc-limited", policy_for("secret", vault_config.path))
+    role_id, secret_id = openbao.approle("spacesvc-limited", ["spacesvc-limited"])
+    config = VaultSettings(addr=openbao.addr, role_id=role_id, secret_id=secret_id, path=vault_config.path, timeout=2.0)
+    backend = VaultSecretBackend(config)
+    try:
+        assert (await backend.health(db)).ok
+        version = await backend.write(db, OWNER, SECRET)
+        assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET
+        await backend.purge(OWNER)
+    finally:
+        await backend.close()
+
+
+async def test_a_policy_without_the_path_is_reported_as_permission_denied(
+    openbao: OpenBao, vault_config: VaultSettings, db: asyncpg.Connection
+) -> None:
+    openbao.write_policy("elsewhere", policy_for("secret", "somewhere/else"))
+    token = openbao.create_token(["elsewhere"], ttl="1h")
+    backend = VaultSecretBackend(VaultSettings(addr=openbao.addr, token=token, path=vault_config.path, timeout=2.0))
+    try:
+        health = await backend.health(db)
+        assert not health.ok and "permission denied" in health.detail
+    finally:
+        await backend.close()
