@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import logging
 import secrets
 import signal
@@ -16,8 +17,8 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from backends import BackendUnavailable
-from spacesvc import db, embedded
+from backends import BackendUnavailable, create_backend
+from spacesvc import db, embedded, store
 from spacesvc.app import create_app
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
@@ -66,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     secret_actions = secrets_cmd.add_subparsers(dest="action", required=True)
     secret_actions.add_parser("reencrypt", help="db backend: re-encrypt the stored secret under the first key")
     secret_actions.add_parser("genkey", help="print a new SPACESVC_ENCRYPTION_KEYS entry (kid:base64key)")
+    move = secret_actions.add_parser(
+        "migrate", help="move the stored secret from the configured backend to another (then switch and restart)"
+    )
+    move.add_argument("--to", required=True, choices=["vault", "db"], dest="target")
     return parser
 
 
@@ -127,7 +132,9 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     first_token = None
     async with connection(settings) as conn:
         if await count_tokens(conn) == 0:
-            first_token, _ = await create_token(conn, name="admin", role="admin", scopes=list(SCOPES))
+            # a replica starting at the same moment may create (and print) it first
+            with contextlib.suppress(TokenError):
+                first_token, _ = await create_token(conn, name="admin", role="admin", scopes=list(SCOPES))
     runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
     await runner.setup()
     try:
@@ -200,10 +207,30 @@ async def cmd_secrets_reencrypt(settings: Settings, args: argparse.Namespace) ->
     print(f"re-encrypted {changed} secret(s) under key {settings.encryption_keys[0].kid!r}")
 
 
+async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> None:
+    target_settings = settings.with_changes(secret_backend=args.target)
+    if args.target == "vault":
+        target_settings.vault.validate()
+    else:
+        target_settings = embedded.with_db_keys(target_settings)
+    source, target = create_backend(settings), create_backend(target_settings)
+    try:
+        async with connection(settings) as conn:
+            moved = await store.move_secret(conn, source, target, actor="spacesvc secrets migrate")
+    except store.SecretMoveError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        await source.close()
+        await target.close()
+    print(f"moved the secret from {source.name} to {target.name} (configuration version {moved.version})")
+    print(f"now set SPACESVC_SECRET_BACKEND={target.name} and restart spacesvc")
+
+
 COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, None]]] = {
     ("migrate", None): cmd_migrate,
     ("tokens", "create"): cmd_tokens_create,
     ("tokens", "list"): cmd_tokens_list,
     ("tokens", "revoke"): cmd_tokens_revoke,
     ("secrets", "reencrypt"): cmd_secrets_reencrypt,
+    ("secrets", "migrate"): cmd_secrets_migrate,
 }

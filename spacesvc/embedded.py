@@ -20,17 +20,24 @@ KEY_FILE = "encryption-keys"
 
 def resolve(settings: Settings) -> Settings:
     """Settings with a database URL and encryption keys, starting what the embedded default needs."""
-    if not settings.embedded_database:
+    if settings.database_url is not None:
         return settings
     data_dir = settings.data_dir.resolve()
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
         raise ConfigError(f"SPACESVC_DATA_DIR={settings.data_dir}: cannot create it ({error.strerror})") from None
-    resolved = settings.with_changes(database_url=start_postgres(data_dir / "pg"))
-    if settings.secret_backend == "db" and not settings.encryption_keys:
-        resolved = resolved.with_changes(encryption_keys=load_or_create_key_file(data_dir / KEY_FILE))
-    return resolved
+    resolved = settings.with_changes(database_url=start_postgres(data_dir / "pg"), embedded=True)
+    return with_db_keys(resolved) if settings.secret_backend == "db" else resolved
+
+
+def with_db_keys(settings: Settings) -> Settings:
+    """Settings the db backend can work with: the configured keys, else the data dir's key file."""
+    if settings.encryption_keys:
+        return settings
+    if not settings.embedded:
+        raise ConfigError("SPACESVC_ENCRYPTION_KEYS is required for the db secret backend with an external database")
+    return settings.with_changes(encryption_keys=load_or_create_key_file(settings.data_dir.resolve() / KEY_FILE))
 
 
 def start_postgres(pgdata: Path) -> str:

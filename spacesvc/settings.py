@@ -81,10 +81,8 @@ class Settings:
     db_statement_timeout: float = 5.0
     db_pool_max_size: int = 10
     max_body_bytes: int = 64 * 1024
-
-    @property
-    def embedded_database(self) -> bool:
-        return self.database_url is None
+    # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
+    embedded: bool = False
 
     def with_changes(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]

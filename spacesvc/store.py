@@ -39,6 +39,17 @@ RETURNING id::text AS id, access_key, region, endpoint, buckets, secret_backend,
           secret_version, version, created_at, updated_at, updated_by
 """
 DELETE_CONFIG = "DELETE FROM spaces_config"
+MOVE_SECRET = """
+UPDATE spaces_config
+SET secret_backend = $1, secret_stored = true, secret_version = $2, version = version + 1,
+    updated_at = now(), updated_by = $3
+RETURNING id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
+          secret_version, version, created_at, updated_at, updated_by
+"""
+
+
+class SecretMoveError(Exception):
+    """The secret could not be moved between backends; nothing was changed. str() is one line."""
 
 
 @dataclass(frozen=True)
@@ -226,3 +237,32 @@ async def delete_config(
         await backend.delete(conn, current.secret_location)
     await backend.purge(current.secret_location)
     return current
+
+
+async def move_secret(
+    conn: asyncpg.Connection, source: SecretBackend, target: SecretBackend, *, actor: str
+) -> SpacesConfig:
+    """Copy the secret from ``source`` to ``target``, confirm it reads back, then point the row
+    at the target and remove the source copy; any failure before that keeps the source as it was."""
+    async with conn.transaction():
+        await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
+        current = await get_config(conn)
+        if current is None:
+            raise SecretMoveError("nothing is configured: there is no secret to move")
+        if current.secret_backend == target.name:
+            raise SecretMoveError(f"the secret is already in the {target.name} backend")
+        if current.secret_backend != source.name:
+            raise SecretMoveError(
+                f"the stored secret is in the {current.secret_backend} backend: "
+                f"run this with SPACESVC_SECRET_BACKEND={current.secret_backend}"
+            )
+        secret = await source.read(conn, current.secret_location)
+        if secret is None:
+            raise SecretMoveError(f"the {source.name} backend holds no secret to move")
+        version = await target.write(conn, SecretLocation(current.id), secret)
+        if await target.read(conn, SecretLocation(current.id, version)) != secret:
+            raise SecretMoveError(f"the {target.name} backend did not return the secret it was given; nothing moved")
+        moved = _config(await conn.fetchrow(MOVE_SECRET, target.name, version, actor))
+        await source.delete(conn, current.secret_location)
+    await source.purge(current.secret_location)
+    return moved

@@ -120,6 +120,31 @@ def test_secrets_genkey_prints_a_usable_key() -> None:
             "SPACESVC_ENCRYPTION_KEYS",
         ),
         ({"SPACESVC_LOG_LEVEL": "LOUD"}, "SPACESVC_LOG_LEVEL"),
+        ({"SPACESVC_SECRET_BACKEND": "vault"}, "VAULT_ADDR"),
+        ({"SPACESVC_SECRET_BACKEND": "vault", "VAULT_ADDR": "vault:8200"}, "VAULT_ADDR"),
+        ({"SPACESVC_SECRET_BACKEND": "vault", "VAULT_ADDR": "http://v:8200"}, "VAULT_TOKEN"),
+        (
+            {"SPACESVC_SECRET_BACKEND": "vault", "VAULT_ADDR": "http://v:8200", "SPACESVC_VAULT_ROLE_ID": "r"},
+            "SPACESVC_VAULT_SECRET_ID",
+        ),
+        (
+            {
+                "SPACESVC_SECRET_BACKEND": "vault",
+                "VAULT_ADDR": "http://v:8200",
+                "VAULT_TOKEN": "t",
+                "VAULT_CACERT": "/nonexistent.pem",
+            },
+            "VAULT_CACERT",
+        ),
+        (
+            {
+                "SPACESVC_SECRET_BACKEND": "vault",
+                "VAULT_ADDR": "http://v:8200",
+                "VAULT_TOKEN": "t",
+                "SPACESVC_VAULT_PATH": "/abs/",
+            },
+            "SPACESVC_VAULT_PATH",
+        ),
     ],
 )
 def test_bad_configuration_stops_startup_with_one_line_naming_the_variable(variables: dict, named: str) -> None:

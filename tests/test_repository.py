@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
-from spacesvc.settings import Settings
+from spacesvc.settings import ConfigError, Settings
 
 
 def readme_commands(repo_root: Path) -> list[str]:
@@ -28,37 +29,67 @@ def test_ci_runs_the_readme_test_command_verbatim(repo_root: Path) -> None:
     assert "set -euo pipefail" in ci
 
 
-def test_compose_file_parses_and_wires_spacesvc_to_postgres(repo_root: Path) -> None:
-    compose = yaml.safe_load((repo_root / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"postgres", "spacesvc"} <= set(services)
+def compose() -> dict:
+    return yaml.safe_load((Path(__file__).resolve().parent.parent / "docker-compose.yml").read_text())
+
+
+def interpolate(value: str, dotenv: dict[str, str]) -> str:
+    """Compose's ${NAME}, ${NAME:-default} and ${NAME:?error} against a .env of ``dotenv``."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, rest = match[1], match[2], match[3] or ""
+        if name in dotenv and dotenv[name] != "":
+            return dotenv[name]
+        if op == ":?":
+            raise AssertionError(f"{name} is required: {rest}")
+        return rest if op == ":-" else ""
+
+    return re.sub(r"\$\{([A-Z_]+)(:-|:\?)?([^}]*)\}", substitute, value)
+
+
+def service_environment(dotenv: dict[str, str]) -> dict[str, str]:
+    env = compose()["services"]["spacesvc"]["environment"]
+    return {name: interpolate(str(value), dotenv) for name, value in env.items()}
+
+
+def test_compose_file_parses_and_wires_spacesvc_to_postgres_and_openbao() -> None:
+    services = compose()["services"]
+    assert {"postgres", "spacesvc", "openbao"} <= set(services)
     spacesvc = services["spacesvc"]
     assert spacesvc["build"] == "."
     assert spacesvc["depends_on"]["postgres"]["condition"] == "service_healthy"
-    env = spacesvc["environment"]
-    assert "@postgres:5432/" in env["SPACESVC_DATABASE_URL"]
-    assert env["SPACESVC_SECRET_BACKEND"] == "db"
-    assert env["SPACESVC_ENCRYPTION_KEYS"].startswith("${SPACESVC_ENCRYPTION_KEYS:?")
+    assert spacesvc["depends_on"]["openbao"]["required"] is False
+    assert services["openbao"]["profiles"] == ["vault"]
+    assert services["openbao"]["environment"]["BAO_DEV_ROOT_TOKEN_ID"] == "${VAULT_TOKEN:-}"
 
 
-def test_compose_variables_are_ones_the_service_reads(repo_root: Path) -> None:
-    compose = yaml.safe_load((repo_root / "docker-compose.yml").read_text())
-    env = compose["services"]["spacesvc"]["environment"]
-    settings = Settings.from_env(
-        {
-            name: (
-                "postgresql://u:p@postgres:5432/db"
-                if name == "SPACESVC_DATABASE_URL"
-                else "k1:" + "A" * 43 + "="
-                if name == "SPACESVC_ENCRYPTION_KEYS"
-                else value
-            )
-            for name, value in env.items()
-        }
-    )
+def test_compose_db_setup_gives_settings_the_service_accepts() -> None:
+    key = "k1:" + "A" * 43 + "="
+    env = service_environment({"POSTGRES_PASSWORD": "pw", "SPACESVC_ENCRYPTION_KEYS": key})
+    assert env["SPACESVC_DATABASE_URL"] == "postgresql://spacesvc:pw@postgres:5432/spacesvc"
+    settings = Settings.from_env(env)
     assert settings.secret_backend == "db" and settings.encryption_keys[0].kid == "k1"
+
+
+def test_compose_vault_profile_gives_settings_the_service_accepts() -> None:
+    dotenv = {"POSTGRES_PASSWORD": "pw", "SPACESVC_SECRET_BACKEND": "vault", "VAULT_TOKEN": "t"}
+    settings = Settings.from_env(service_environment(dotenv))
+    assert settings.secret_backend == "vault"
+    assert (settings.vault.addr, settings.vault.mount, settings.vault.path) == (
+        "http://openbao:8200",
+        "secret",
+        "spacesvc/spaces",
+    )
+
+
+def test_compose_without_a_key_for_the_db_backend_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="SPACESVC_ENCRYPTION_KEYS"):
+        Settings.from_env(service_environment({"POSTGRES_PASSWORD": "pw"}))
+
+
+def test_every_compose_variable_is_documented(repo_root: Path) -> None:
     documented = (repo_root / "README.md").read_text()
-    for name in env:
+    for name in compose()["services"]["spacesvc"]["environment"]:
         assert f"`{name}`" in documented, name
 
 

@@ -1,0 +1,84 @@
+"""`spacesvc secrets migrate --to vault|db`: the secret moves, the source is kept until confirmed."""
+
+from __future__ import annotations
+
+import asyncpg
+import hvac
+import pytest
+from aiohttp.test_utils import TestClient
+
+from backends import SecretLocation
+from backends.db import DbSecretBackend
+from spacesvc.settings import Settings, VaultSettings
+from tests.conftest import SECRET, TEST_KEY, MakeClient, keys_env
+from tests.support.cli import clean_env, run
+from tests.support.openbao import OpenBao
+from tests.test_spaces_api import BODY, SPACES
+
+
+@pytest.fixture
+def cli_env(database_url: str, vault_config: VaultSettings, openbao: OpenBao) -> dict[str, str]:
+    return clean_env(
+        SPACESVC_DATABASE_URL=database_url,
+        SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY),
+        VAULT_ADDR=openbao.addr,
+        VAULT_TOKEN=openbao.root_token,
+        SPACESVC_VAULT_PATH=vault_config.path,
+    )
+
+
+async def test_the_secret_moves_from_db_to_vault_and_back(
+    client: TestClient,
+    admin: dict,
+    cli_env: dict,
+    db: asyncpg.Connection,
+    openbao: OpenBao,
+    vault_config: VaultSettings,
+    vault_settings: Settings,
+    make_client: MakeClient,
+) -> None:
+    assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
+
+    result = run("secrets", "migrate", "--to", "vault", env={**cli_env, "SPACESVC_SECRET_BACKEND": "db"})
+    assert result.returncode == 0, result.stderr
+    assert "SPACESVC_SECRET_BACKEND=vault" in result.stdout
+    assert openbao.root_token not in result.stdout + result.stderr
+    stored = openbao.admin().secrets.kv.v2.read_secret_version(
+        path=vault_config.path, mount_point="secret", raise_on_deleted_version=True
+    )
+    assert stored["data"]["data"]["secretKey"] == SECRET
+    assert await db.fetchval("SELECT count(*) FROM secret_ciphertexts") == 0
+    row = await db.fetchrow("SELECT secret_backend, secret_version, version FROM spaces_config")
+    assert (row["secret_backend"], row["secret_version"], row["version"]) == ("vault", 1, 2)
+
+    on_vault = await make_client(vault_settings)
+    config = (await (await on_vault.get(SPACES, headers=admin)).json())["config"]
+    assert config["secretBackend"] == "vault" and config["hasSecretKey"] is True
+    assert (await on_vault.get("/readyz")).status == 200
+
+    back = run("secrets", "migrate", "--to", "db", env={**cli_env, "SPACESVC_SECRET_BACKEND": "vault"})
+    assert back.returncode == 0, back.stderr
+    config_id = await db.fetchval("SELECT id::text FROM spaces_config")
+    assert await DbSecretBackend([TEST_KEY]).read(db, SecretLocation(config_id)) == SECRET
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")
+
+
+async def test_an_unreachable_target_keeps_the_source_untouched(
+    client: TestClient, admin: dict, cli_env: dict, db: asyncpg.Connection
+) -> None:
+    await client.put(SPACES, json=BODY, headers=admin)
+    before = await db.fetchrow("SELECT * FROM secret_ciphertexts")
+    env = {**cli_env, "SPACESVC_SECRET_BACKEND": "db", "VAULT_ADDR": "http://127.0.0.1:1"}
+    result = run("secrets", "migrate", "--to", "vault", env=env)
+    assert result.returncode == 2
+    assert "Vault is not reachable" in result.stderr and "Traceback" not in result.stderr
+    assert await db.fetchrow("SELECT * FROM secret_ciphertexts") == before
+    assert await db.fetchval("SELECT secret_backend FROM spaces_config") == "db"
+
+
+async def test_moving_from_the_wrong_backend_is_refused(client: TestClient, admin: dict, cli_env: dict) -> None:
+    await client.put(SPACES, json=BODY, headers=admin)
+    result = run("secrets", "migrate", "--to", "db", env={**cli_env, "SPACESVC_SECRET_BACKEND": "vault"})
+    assert result.returncode == 2
+    assert "already in the db backend" in result.stderr
