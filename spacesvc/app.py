@@ -12,13 +12,20 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from backends import create_backend
-from spacesvc import __version__, db
+from spacesvc import __version__, db, idempotency
 from spacesvc.handlers.health import healthz, readyz
 from spacesvc.handlers.spaces import SpacesSettingsView
-from spacesvc.middlewares import auth_middleware, error_middleware, request_context_middleware
+from spacesvc.idempotency import idempotency_middleware
+from spacesvc.middlewares import (
+    auth_middleware,
+    error_middleware,
+    rate_limit_middleware,
+    request_context_middleware,
+)
 from spacesvc.openapi import setup_openapi
+from spacesvc.ratelimit import RateLimits
 from spacesvc.settings import Settings
-from spacesvc.typedefs import POOL, SECRET_BACKEND, SETTINGS
+from spacesvc.typedefs import POOL, RATE_LIMITS, SECRET_BACKEND, SETTINGS
 
 log = logging.getLogger("spacesvc")
 
@@ -49,10 +56,17 @@ async def secret_backend_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[request_context_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            request_context_middleware,
+            error_middleware,
+            auth_middleware,
+            rate_limit_middleware,
+            idempotency_middleware,
+        ],
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([pool_ctx, secret_backend_ctx])
+    app[RATE_LIMITS] = RateLimits.from_budgets(settings.rate_limit, settings.auth_failure_limit)
+    app.cleanup_ctx.extend([pool_ctx, secret_backend_ctx, idempotency.cleanup_ctx])
     app.router.add_view(SpacesSettingsView.URL_PATH, SpacesSettingsView)
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)

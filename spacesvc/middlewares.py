@@ -1,4 +1,5 @@
-"""The middlewares, outermost first: request id + access log, the error envelope, authentication."""
+"""The middlewares, outermost first: request id + access log, the error envelope, authentication,
+rate limits, idempotency."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from backends import BackendUnavailable
 from spacesvc import db
 from spacesvc.errors import ApiError, DependencyUnavailable, ErrorCode, internal_error, not_found, validation_error
 from spacesvc.jsonio import json_response
-from spacesvc.tokens import TOKEN_PATTERN, InvalidToken, authenticate
-from spacesvc.typedefs import POOL, PRINCIPAL, REQUEST_ID, SETTINGS
+from spacesvc.tokens import TOKEN_PATTERN, InvalidToken, Principal, authenticate
+from spacesvc.typedefs import POOL, PRINCIPAL, RATE_LIMITS, REQUEST_ID, SETTINGS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -123,9 +124,29 @@ def _unauthorized(message: str) -> ApiError:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate requests to protected routes; role and scope are checked by each handler."""
+    """Authenticate requests to protected routes; role and scope are checked by each handler.
+
+    Failed attempts spend the client address's auth-failure budget; once it is spent, the
+    address gets 429 before any token is looked at (brute-force protection).
+    """
     if not request.path.startswith(PROTECTED_PREFIX) or request.match_info.http_exception is not None:
         return await handler(request)
+    failures = request.app[RATE_LIMITS].auth_failures
+    address = request.remote or "unknown"
+    if failures is not None:
+        decision = failures.peek(address)
+        if not decision.allowed:
+            raise failures.exceeded(decision, "Too many failed authentication attempts from this address.")
+    try:
+        request[PRINCIPAL] = await _authenticate(request)
+    except ApiError as error:
+        if error.code is ErrorCode.UNAUTHORIZED and failures is not None:
+            failures.take(address)
+        raise
+    return await handler(request)
+
+
+async def _authenticate(request: web.Request) -> Principal:
     header = request.headers.get("Authorization")
     if header is None:
         raise _unauthorized("Authentication required: no bearer token was sent.")
@@ -136,7 +157,27 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     settings = request.app[SETTINGS]
     async with db.connection(request.app[POOL], settings.db_acquire_timeout) as conn:
         try:
-            request[PRINCIPAL] = await authenticate(conn, token)
+            return await authenticate(conn, token)
         except InvalidToken:
             raise _unauthorized("The bearer token is unknown, expired or revoked.") from None
-    return await handler(request)
+
+
+def _rate_limit_exempt(path: str) -> bool:
+    return path in ("/healthz", "/readyz") or path == "/api/docs" or path.startswith("/api/docs/")
+
+
+@web.middleware
+async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Spend one request of the token's budget (or, without a token, the client address's)."""
+    bucket = request.app[RATE_LIMITS].requests
+    if bucket is None or _rate_limit_exempt(request.path):
+        return await handler(request)
+    principal = request.get(PRINCIPAL)
+    key = f"token:{principal.token_id}" if principal else f"address:{request.remote}"
+    decision = bucket.take(key)
+    if not decision.allowed:
+        whose = "this token" if principal else "this client address"
+        raise bucket.exceeded(decision, f"Rate limit exceeded for {whose}.")
+    response = await handler(request)
+    response.headers.update(bucket.headers(decision))
+    return response

@@ -27,17 +27,39 @@ ERROR_DESCRIPTIONS = {
     403: "The token's role (FORBIDDEN_ROLE) or scopes (FORBIDDEN_SCOPE) do not permit this.",
     404: "Nothing configured, or no such route (NOT_FOUND).",
     405: "Method not allowed; see the Allow header (VALIDATION_ERROR).",
-    409: "Concurrent change (CONFLICT).",
+    409: "IDEMPOTENCY_KEY_REUSED (same key, other body), or CONFLICT (that key's first request still in flight).",
     412: "If-Match / If-None-Match precondition failed (CONFLICT).",
     413: "Request body over 64 KiB (VALIDATION_ERROR).",
     415: "Request body is not application/json (VALIDATION_ERROR).",
     422: "A read-only field was sent (READONLY_FIELD).",
+    429: "Over the rate limit (RATE_LIMITED); see Retry-After, RateLimit-Policy and RateLimit.",
     500: "Unexpected error (INTERNAL); quote the requestId.",
     503: "PostgreSQL or the secret backend is unavailable (SERVICE_UNAVAILABLE); see Retry-After.",
 }
-RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "required": True, "description": "seconds to wait"}}
-REQUEST_ID = {
+Headers = dict[str, dict[str, Any]]
+
+RETRY_AFTER: Headers = {
+    "Retry-After": {"schema": {"type": "integer"}, "required": True, "description": "seconds to wait"}
+}
+REQUEST_ID: Headers = {
     "X-Request-ID": {"schema": {"type": "string"}, "required": True, "description": "req_<ULID>, also in the log"}
+}
+
+
+RATE_LIMIT_HEADERS: Headers = {
+    "RateLimit-Policy": {"schema": {"type": "string"}, "description": 'e.g. "requests";q=600;w=60'},
+    "RateLimit": {"schema": {"type": "string"}, "description": 'e.g. "requests";r=599;t=1'},
+}
+IDEMPOTENCY_KEY_PARAM = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Retry-safe writes: a 2xx result is kept 24 h per token and replayed for the same key "
+    "and body (with Idempotent-Replayed: true).",
+}
+REPLAYED: Headers = {
+    "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}, "description": "on a replay"}
 }
 
 
@@ -52,8 +74,10 @@ def etag_header(*, always: bool) -> dict[str, Any]:
     }
 
 
-def ok(schema: type[Schema], description: str, *, etag: dict[str, Any] | None = None) -> dict[str, Any]:
-    headers = {**REQUEST_ID, **(etag or {})}
+def ok(
+    schema: type[Schema], description: str, *, etag: dict[str, Any] | None = None, replayable: bool = False
+) -> dict[str, Any]:
+    headers = {**REQUEST_ID, **RATE_LIMIT_HEADERS, **(etag or {}), **(REPLAYED if replayable else {})}
     return {"description": description, "headers": headers, "content": {JSON: {"schema": schema}}}
 
 
@@ -61,11 +85,13 @@ def errors(*statuses: int) -> dict[int, dict[str, Any]]:
     """Envelope responses for the given statuses (500 is always added)."""
     documented = {}
     for status in sorted({*statuses, 500}):
-        headers = {**REQUEST_ID, **(RETRY_AFTER if status == 503 else {})}
+        headers: Headers = {**REQUEST_ID, **(RETRY_AFTER if status == 503 else {})}
         if status == 401:
             headers["WWW-Authenticate"] = {"schema": {"type": "string"}, "required": True}
         if status == 405:
             headers["Allow"] = {"schema": {"type": "string"}, "required": True}
+        if status == 429:
+            headers.update({**RETRY_AFTER, **RATE_LIMIT_HEADERS})
         documented[status] = {
             "description": ERROR_DESCRIPTIONS[status],
             "headers": headers,

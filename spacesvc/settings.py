@@ -27,6 +27,24 @@ class EncryptionKey:
 
 
 @dataclass(frozen=True)
+class RateBudget:
+    """``requests`` per ``seconds``, refilled continuously (a token bucket)."""
+
+    requests: int
+    seconds: int
+
+    @classmethod
+    def parse(cls, text: str, variable: str) -> RateBudget | None:
+        """``N/S`` (e.g. ``600/60``), or ``off`` for no limit."""
+        if text.strip().lower() == "off":
+            return None
+        requests, sep, seconds = text.strip().partition("/")
+        if not sep or not requests.isdigit() or not seconds.isdigit() or int(requests) < 1 or int(seconds) < 1:
+            raise ConfigError(f"{variable}={text!r} must be N/S (N requests per S seconds, e.g. 600/60) or off")
+        return cls(int(requests), int(seconds))
+
+
+@dataclass(frozen=True)
 class VaultSettings:
     addr: str | None = None
     token: str | None = field(default=None, repr=False)
@@ -81,6 +99,10 @@ class Settings:
     db_statement_timeout: float = 5.0
     db_pool_max_size: int = 10
     max_body_bytes: int = 64 * 1024
+    rate_limit: RateBudget | None = RateBudget(600, 60)
+    auth_failure_limit: RateBudget | None = RateBudget(30, 60)
+    # An Idempotency-Key record still in flight after this long was left by a crashed request.
+    idempotency_in_flight_seconds: float = 60.0
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
 
@@ -118,6 +140,10 @@ class Settings:
         )
         if backend == "vault":
             vault.validate()
+        rate_limit = RateBudget.parse(_get(env, "SPACESVC_RATE_LIMIT") or "600/60", "SPACESVC_RATE_LIMIT")
+        auth_failure_limit = RateBudget.parse(
+            _get(env, "SPACESVC_AUTH_FAILURE_LIMIT") or "30/60", "SPACESVC_AUTH_FAILURE_LIMIT"
+        )
         log_level = (_get(env, "SPACESVC_LOG_LEVEL") or "INFO").upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("SPACESVC_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
@@ -129,6 +155,8 @@ class Settings:
             spaces_secret_key=env.get("SPACESVC_SPACES_SECRET_KEY") or None,
             vault=vault,
             log_level=log_level,
+            rate_limit=rate_limit,
+            auth_failure_limit=auth_failure_limit,
         )
 
 

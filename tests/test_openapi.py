@@ -47,6 +47,11 @@ async def test_every_operation_documents_its_errors_with_the_envelope(client: Te
         for status, response in operation["responses"].items():
             if status.startswith(("4", "5")):
                 assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    for method in ("put", "patch", "delete"):
+        assert {"409", "412", "429", "503"} <= set(spaces[method]["responses"]), method
+        assert "Idempotency-Key" in {p["name"] for p in spaces[method]["parameters"]}
+        assert "If-Match" in {p["name"] for p in spaces[method]["parameters"]}
+    assert "429" in spaces["get"]["responses"]
     assert {"201", "400", "412", "413", "415", "422"} <= set(spaces["put"]["responses"])
     assert "404" in spaces["patch"]["responses"] and "404" in spaces["delete"]["responses"]
     assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
@@ -67,6 +72,16 @@ async def test_real_responses_match_the_documented_schemas(client: TestClient, t
         ("put", SPACES, lambda: client.put(SPACES, json=BODY, headers=viewer)),
         ("get", SPACES, lambda: client.get(SPACES)),
         ("patch", SPACES, lambda: client.patch(SPACES, json={}, headers={**admin, "If-Match": '"99"'})),
+        (
+            "patch",
+            SPACES,
+            lambda: client.patch(SPACES, json={"region": "sgp1"}, headers={**admin, "Idempotency-Key": "a"}),
+        ),
+        (
+            "patch",
+            SPACES,
+            lambda: client.patch(SPACES, json={"region": "sfo3"}, headers={**admin, "Idempotency-Key": "a"}),
+        ),
         ("delete", SPACES, lambda: client.delete(SPACES, headers=admin)),
         ("delete", SPACES, lambda: client.delete(SPACES, headers=admin)),
         ("get", "/healthz", lambda: client.get("/healthz")),
@@ -83,4 +98,4 @@ async def test_real_responses_match_the_documented_schemas(client: TestClient, t
             if description.get("required"):
                 assert header in resp.headers, (method, path, resp.status, header)
         seen.add(resp.status)
-    assert seen >= {200, 201, 400, 401, 403, 404, 412, 422}
+    assert seen >= {200, 201, 400, 401, 403, 404, 409, 412, 422}

@@ -14,7 +14,7 @@ from spacesvc import db, store
 from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.errors import not_found, readonly_field, validation_error
 from spacesvc.jsonio import json_response, read_json_object
-from spacesvc.openapi import errors, etag_header, json_body, ok
+from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, errors, etag_header, json_body, ok
 from spacesvc.schemas import (
     SpacesConfigEnvelopeSchema,
     SpacesConfigInput,
@@ -102,7 +102,7 @@ class SpacesSettingsView(web.View):
         security=SECURITY,
         responses={
             200: ok(SpacesStatusSchema, "The configuration, or configured: false", etag=etag_header(always=False)),
-            **errors(401, 403, 503),
+            **errors(401, 403, 429, 503),
         },
     )
     @requires(roles=ANY_ROLE, scope=READ)
@@ -120,12 +120,14 @@ class SpacesSettingsView(web.View):
         "secretKey is required on creation (unless the backend is env); omitted or empty keeps the stored one. "
         "A PUT that changes nothing answers 200 without bumping version.",
         security=SECURITY,
-        parameters=[IF_MATCH_PARAM, IF_NONE_MATCH_PARAM],
+        parameters=[IF_MATCH_PARAM, IF_NONE_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
         requestBody=json_body(SpacesConfigInput, "The configuration"),
         responses={
-            200: ok(SpacesConfigEnvelopeSchema, "Replaced (or unchanged)", etag=etag_header(always=True)),
-            201: ok(SpacesConfigEnvelopeSchema, "Created", etag=etag_header(always=True)),
-            **errors(400, 401, 403, 412, 413, 415, 422, 503),
+            200: ok(
+                SpacesConfigEnvelopeSchema, "Replaced (or unchanged)", etag=etag_header(always=True), replayable=True
+            ),
+            201: ok(SpacesConfigEnvelopeSchema, "Created", etag=etag_header(always=True), replayable=True),
+            **errors(400, 401, 403, 409, 412, 413, 415, 422, 429, 503),
         },
     )
     @requires(roles=ADMIN, scope=WRITE)
@@ -149,11 +151,13 @@ class SpacesSettingsView(web.View):
         description="null resets an optional field to its default; arrays are replaced whole. "
         "A PATCH that changes nothing answers 200 without bumping version.",
         security=SECURITY,
-        parameters=[IF_MATCH_PARAM],
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
         requestBody=json_body(SpacesConfigInput(partial=True), "The fields to change"),
         responses={
-            200: ok(SpacesConfigEnvelopeSchema, "Changed (or unchanged)", etag=etag_header(always=True)),
-            **errors(400, 401, 403, 404, 412, 413, 415, 422, 503),
+            200: ok(
+                SpacesConfigEnvelopeSchema, "Changed (or unchanged)", etag=etag_header(always=True), replayable=True
+            ),
+            **errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 429, 503),
         },
     )
     @requires(roles=ADMIN, scope=WRITE)
@@ -177,8 +181,11 @@ class SpacesSettingsView(web.View):
         tags=["settings"],
         summary="Delete the Spaces configuration and its stored secret",
         security=SECURITY,
-        parameters=[IF_MATCH_PARAM],
-        responses={200: ok(SuccessSchema, "Deleted"), **errors(400, 401, 403, 404, 412, 503)},
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
+        responses={
+            200: ok(SuccessSchema, "Deleted", replayable=True),
+            **errors(400, 401, 403, 404, 409, 412, 429, 503),
+        },
     )
     @requires(roles=ADMIN, scope=WRITE)
     async def delete(self) -> web.Response:
