@@ -13,6 +13,7 @@ from aiohttp import web
 
 from backends import create_backend
 from spacesvc import __version__, db, idempotency
+from spacesvc.handlers.connection import SpacesBucketsView, SpacesTestView
 from spacesvc.handlers.health import healthz, readyz
 from spacesvc.handlers.spaces import SpacesSettingsView
 from spacesvc.idempotency import idempotency_middleware
@@ -25,7 +26,8 @@ from spacesvc.middlewares import (
 from spacesvc.openapi import setup_openapi
 from spacesvc.ratelimit import RateLimits
 from spacesvc.settings import Settings
-from spacesvc.typedefs import POOL, RATE_LIMITS, SECRET_BACKEND, SETTINGS
+from spacesvc.storage import StorageClient
+from spacesvc.typedefs import POOL, RATE_LIMITS, SECRET_BACKEND, SETTINGS, STORAGE
 
 log = logging.getLogger("spacesvc")
 
@@ -67,7 +69,10 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[RATE_LIMITS] = RateLimits.from_budgets(settings.rate_limit, settings.auth_failure_limit)
     app.cleanup_ctx.extend([pool_ctx, secret_backend_ctx, idempotency.cleanup_ctx])
+    app[STORAGE] = StorageClient()
     app.router.add_view(SpacesSettingsView.URL_PATH, SpacesSettingsView)
+    app.router.add_view(SpacesTestView.URL_PATH, SpacesTestView)
+    app.router.add_view(SpacesBucketsView.URL_PATH, SpacesBucketsView)
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     setup_openapi(app, __version__)

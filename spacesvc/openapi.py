@@ -38,6 +38,8 @@ ERROR_DESCRIPTIONS = {
 }
 Headers = dict[str, dict[str, Any]]
 
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+
 RETRY_AFTER: Headers = {
     "Retry-After": {"schema": {"type": "integer"}, "required": True, "description": "seconds to wait"}
 }

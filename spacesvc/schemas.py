@@ -212,3 +212,27 @@ class HealthSchema(Schema):
 class ReadinessSchema(Schema):
     status = fields.String(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True)
+
+
+class BucketFailureSchema(Schema):
+    bucket = fields.String(required=True)
+    reason = fields.String(required=True)
+
+
+class ConnectionTestSchema(Schema):
+    success = fields.Boolean(required=True)
+    message = fields.String(required=True)
+    buckets = fields.List(fields.String(), required=True, metadata={"description": "buckets that answered"})
+    failedBuckets = fields.List(fields.String(), required=True)
+    failures = fields.List(
+        fields.Nested(BucketFailureSchema), required=True, metadata={"description": "why each failed"}
+    )
+    scopedKey = fields.Boolean(required=True, metadata={"description": "ListBuckets was denied: a bucket-scoped key"})
+    hint = fields.String()
+
+
+class BucketListSchema(Schema):
+    buckets = fields.List(fields.String(), required=True)
+    source = fields.String(required=True, metadata={"enum": ["configured", "discovered"]})
+    scopedKey = fields.Boolean(metadata={"description": "present when ListBuckets was denied"})
+    hint = fields.String()

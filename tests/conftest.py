@@ -28,6 +28,7 @@ from spacesvc.settings import EncryptionKey, Settings, VaultSettings
 from spacesvc.tokens import SCOPES, create_token, parse_duration
 from tests.support.openbao import OpenBao
 from tests.support.postgres import LocalPostgres
+from tests.support.s3 import MotoS3
 
 TEST_KEY = EncryptionKey("k1", os.urandom(32))
 SECRET = "s3cr3t-ZXhhbXBsZS1zZWNyZXQta2V5LXZhbHVl"
@@ -259,3 +260,11 @@ def vault_config(openbao: OpenBao) -> VaultSettings:
 @pytest.fixture
 def vault_settings(settings: Settings, vault_config: VaultSettings) -> Settings:
     return settings.with_changes(secret_backend="vault", vault=vault_config)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
+    """A real S3-compatible server (moto, server mode) with two buckets and two IAM users."""
+    server = MotoS3(tmp_path_factory.mktemp("moto"))
+    yield server
+    server.stop()

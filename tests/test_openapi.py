@@ -9,6 +9,7 @@ from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
 
 from tests.conftest import Tokens, auth
+from tests.test_connection_test import BUCKETS, TEST
 from tests.test_spaces_api import BODY, SPACES
 
 
@@ -63,7 +64,10 @@ async def test_real_responses_match_the_documented_schemas(client: TestClient, t
     viewer = auth(await tokens.create("viewer", ("settings:read",)))
     exchanges = [
         ("get", SPACES, lambda: client.get(SPACES, headers=admin)),
+        ("post", TEST, lambda: client.post(TEST, headers=admin)),
+        ("get", BUCKETS, lambda: client.get(BUCKETS, headers=viewer)),
         ("put", SPACES, lambda: client.put(SPACES, json=BODY, headers=admin)),
+        ("get", BUCKETS, lambda: client.get(BUCKETS, headers=viewer)),
         ("put", SPACES, lambda: client.put(SPACES, json=BODY, headers=admin)),
         ("get", SPACES, lambda: client.get(SPACES, headers=viewer)),
         ("patch", SPACES, lambda: client.patch(SPACES, json={"region": "nyc3"}, headers=admin)),

@@ -14,7 +14,7 @@ from spacesvc import db, store
 from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.errors import not_found, readonly_field, validation_error
 from spacesvc.jsonio import json_response, read_json_object
-from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, errors, etag_header, json_body, ok
+from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.schemas import (
     SpacesConfigEnvelopeSchema,
     SpacesConfigInput,
@@ -41,7 +41,6 @@ IF_NONE_MATCH_PARAM = {
     "schema": {"type": "string", "enum": ["*"]},
     "description": "* : create only; fails with 412 if a configuration exists.",
 }
-SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def timestamp(moment: datetime) -> str:

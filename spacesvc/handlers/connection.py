@@ -1,0 +1,141 @@
+"""``POST /api/settings/spaces/test`` and ``GET /api/settings/spaces/buckets``: the saved (or a
+proposed) configuration tried against its S3-compatible endpoint."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apispec import docs
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backends import SecretBackend
+from spacesvc import db, store
+from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, authorize, requires
+from spacesvc.errors import ApiError, ErrorCode, not_found, validation_error
+from spacesvc.jsonio import json_response, read_json_object
+from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
+from spacesvc.schemas import BucketListSchema, ConnectionTestSchema, SpacesConfigInput, default_endpoint
+from spacesvc.storage import Target, endpoint_url, reason
+from spacesvc.typedefs import POOL, PRINCIPAL, SECRET_BACKEND, SETTINGS, STORAGE
+from spacesvc.validation import SpacesFields, parse_put
+
+
+def target_for(config_fields: SpacesFields, secret: str) -> Target:
+    endpoint = config_fields.endpoint or default_endpoint(config_fields.region)
+    return Target(endpoint, config_fields.region, config_fields.access_key, secret)
+
+
+def _not_configured() -> ApiError:
+    return not_found("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")
+
+
+def _no_secret() -> ApiError:
+    return validation_error(
+        "No secretKey is stored, so the credentials cannot be tried.",
+        field="secretKey",
+        hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
+    )
+
+
+async def _load_saved(request: web.Request, *, with_secret: bool) -> tuple[SpacesFields, str | None] | None:
+    """The saved fields and, if asked, the secret (from whichever backend holds it); None when unset."""
+    app = request.app
+    backend: SecretBackend = app[SECRET_BACKEND]
+    async with db.connection(app[POOL], app[SETTINGS].db_acquire_timeout) as conn:
+        config = await store.get_config(conn)
+        if config is None:
+            return None
+        readable = with_secret and config.secret_backend == backend.name
+        secret = await backend.read(conn, config.secret_location) if readable else None
+    return config.fields, secret
+
+
+class SpacesTestView(web.View):
+    URL_PATH = "/api/settings/spaces/test"
+
+    @docs(
+        tags=["settings"],
+        summary="Test the saved credentials (or proposed ones) against the endpoint",
+        description="HeadBucket on each configured bucket, or ListBuckets when none are configured; "
+        "an AccessDenied on ListBuckets means a bucket-scoped key (scopedKey). Without a body: any "
+        "role with settings:read tests the saved configuration. With a body (the fields of PUT; "
+        "secretKey may be omitted to use the stored one): role admin and settings:write, since the "
+        "caller chooses the endpoint. Answers within about 10 s.",
+        security=SECURITY,
+        parameters=[IDEMPOTENCY_KEY_PARAM],
+        requestBody={
+            **json_body(SpacesConfigInput, "Optional: credentials to try before saving them"),
+            "required": False,
+        },
+        responses={
+            200: ok(ConnectionTestSchema, "The test ran"),
+            **errors(400, 401, 403, 404, 413, 415, 422, 429, 503),
+        },
+    )
+    async def post(self) -> web.Response:
+        request = self.request
+        if request.can_read_body:
+            authorize(request[PRINCIPAL], ADMIN, WRITE)
+            proposed = parse_put(await read_json_object(request))
+            saved = None if proposed.secret else await _load_saved(request, with_secret=True)
+            tested, secret = proposed.fields, proposed.secret or (saved[1] if saved else None)
+        else:
+            authorize(request[PRINCIPAL], ANY_ROLE, READ)
+            saved = await _load_saved(request, with_secret=True)
+            if saved is None:
+                raise _not_configured()
+            tested, secret = saved
+        if secret is None:
+            raise _no_secret()
+        report = await request.app[STORAGE].test(target_for(tested, secret), list(tested.buckets))
+        return json_response(report.body())
+
+
+class SpacesBucketsView(web.View):
+    URL_PATH = "/api/settings/spaces/buckets"
+
+    @docs(
+        tags=["settings"],
+        summary="The buckets: the configured ones, or those the key can list",
+        security=SECURITY,
+        responses={200: ok(BucketListSchema, "The buckets"), **errors(400, 401, 403, 404, 429, 503)},
+    )
+    @requires(roles=ANY_ROLE, scope=READ)
+    async def get(self) -> web.Response:
+        configured = await _load_saved(self.request, with_secret=False)
+        if configured is None:
+            raise _not_configured()
+        if configured[0].buckets:
+            return json_response({"buckets": list(configured[0].buckets), "source": "configured"})
+        saved = await _load_saved(self.request, with_secret=True)
+        if saved is None:
+            raise _not_configured()
+        saved_fields, secret = saved
+        if secret is None:
+            raise _no_secret()
+        target = target_for(saved_fields, secret)
+        try:
+            found = await self.request.app[STORAGE].list_buckets(target)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "AccessDenied":
+                return json_response(
+                    {
+                        "buckets": [],
+                        "source": "discovered",
+                        "scopedKey": True,
+                        "hint": "The key may not list buckets; add the bucket names to the configuration.",
+                    }
+                )
+            raise _storage_unavailable(target, error) from None
+        except (TimeoutError, BotoCoreError) as error:
+            raise _storage_unavailable(target, error) from None
+        return json_response({"buckets": found, "source": "discovered"})
+
+
+def _storage_unavailable(target: Target, error: BaseException) -> ApiError:
+    return ApiError(
+        ErrorCode.SERVICE_UNAVAILABLE,
+        f"Could not list buckets at {endpoint_url(target.endpoint)}: {reason(error)}.",
+        hint="POST /api/settings/spaces/test checks the endpoint and credentials in detail.",
+        headers={"Retry-After": "5"},
+        extra={"dependency": "storage"},
+    )

@@ -1,0 +1,94 @@
+"""A real S3-compatible server for tests: moto in server mode, with IAM enforcement.
+
+The first ``SETUP_ACTIONS`` requests (our own setup) run unauthenticated; every request after
+that is signed and checked against the IAM users created here, as a real endpoint would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+import requests
+from botocore.config import Config
+
+from tests.support.postgres import free_port
+
+BUCKETS = ("existing-one", "existing-two")
+USERS = {
+    "full": ["*"],
+    "scoped": ["arn:aws:s3:::existing-one", "arn:aws:s3:::existing-one/*"],
+}
+SETUP_ACTIONS = len(BUCKETS) + 3 * len(USERS)  # create_bucket; create_user, put_user_policy, create_access_key
+
+
+@dataclass(frozen=True)
+class AccessKey:
+    access_key: str
+    secret_key: str = field(repr=False)
+
+
+class MotoS3:
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)}
+        env.pop("AWS_ENDPOINT_URL", None)
+        log = open(workdir / "moto.log", "wb")  # noqa: SIM115 - the server's own log, kept open by it
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        self._wait()
+        self.keys = self._setup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _wait(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                requests.get(f"{self.url}/moto-api/", timeout=1)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError("moto did not start")
+
+    def _setup(self) -> dict[str, AccessKey]:
+        options = {
+            "endpoint_url": self.url,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "setup",
+            "aws_secret_access_key": "setup",
+        }
+        s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **options)
+        iam = boto3.client("iam", **options)
+        for bucket in BUCKETS:
+            s3.create_bucket(Bucket=bucket)
+        keys = {}
+        for user, resources in USERS.items():
+            iam.create_user(UserName=user)
+            statement = {"Effect": "Allow", "Action": "s3:*", "Resource": resources}
+            iam.put_user_policy(
+                UserName=user,
+                PolicyName="s3",
+                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+            )
+            created = iam.create_access_key(UserName=user)["AccessKey"]
+            keys[user] = AccessKey(created["AccessKeyId"], created["SecretAccessKey"])
+        return keys
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
