@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import statistics
 import tempfile
 import time
@@ -50,7 +51,7 @@ async def measure(settings: Settings, requests: int) -> dict[str, float]:
         async with aiohttp.ClientSession(headers=headers) as http:
             for i in range(requests + 20):  # the first 20 warm up pools and caches
                 started = time.perf_counter()
-                async with http.put(url, json={**body, "secretKey": f"bench-secret-{i:06d}"}) as resp:
+                async with http.put(url, json={**body, "secretKey": secrets.token_urlsafe(30)}) as resp:
                     assert resp.status in (200, 201), await resp.text()
                 put = time.perf_counter() - started
                 started = time.perf_counter()

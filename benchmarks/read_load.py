@@ -1,0 +1,121 @@
+"""Read throughput under load: `wrk` against GET /api/settings/spaces (auth + config, two
+queries) next to GET /healthz (no dependency) as the baseline, in one run, on this machine.
+
+Starts its own PostgreSQL and `spacesvc serve` (one process, the db backend) and runs wrk
+(Debian package `wrk`) for a few seconds per route. Prints figures; asserts nothing.
+
+    .venv/bin/python -m benchmarks.read_load [--seconds 10] [--connections 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import asyncpg
+import requests
+
+from spacesvc.migrate import migrate
+from spacesvc.tokens import SCOPES, create_token
+from tests.support.postgres import LocalPostgres, free_port
+
+LUA = """
+wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
+"""
+
+
+async def prepare(url: str) -> str:
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn)
+        token, _ = await create_token(conn, name="bench", role="admin", scopes=list(SCOPES))
+    finally:
+        await conn.close()
+    return token
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path, token: str) -> dict[str, str]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        env={**os.environ, "BENCH_TOKEN": token},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    figures = {"req/s": re.search(r"Requests/sec:\s+([\d.]+)", out)[1]}
+    for percentile in ("50%", "99%"):
+        figures[f"p{percentile[:-1]}"] = re.search(rf"\s{percentile}\s+(\S+)", out)[1]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    figures["non-2xx"] = errors[1] if errors else "0"
+    return figures
+
+
+def main(seconds: int, connections: int) -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    with tempfile.TemporaryDirectory() as workdir:
+        pg = LocalPostgres.create(Path(workdir) / "pg")
+        pg.start()
+        server = None
+        try:
+            token = asyncio.run(prepare(pg.url))
+            port = free_port()
+            env = {
+                **os.environ,
+                "SPACESVC_DATABASE_URL": pg.url,
+                "SPACESVC_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
+                "SPACESVC_RATE_LIMIT": "off",
+                "SPACESVC_LOG_LEVEL": "WARNING",
+            }
+            server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "spacesvc"), "serve", "--port", str(port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(100):
+                try:
+                    requests.get(f"{base}/healthz", timeout=1)
+                    break
+                except requests.RequestException:
+                    time.sleep(0.1)
+            headers = {"Authorization": f"Bearer {token}"}
+            body = {"accessKey": "BENCHKEY", "secretKey": secrets.token_urlsafe(30), "buckets": ["backups"]}
+            requests.put(f"{base}/api/settings/spaces", json=body, headers=headers, timeout=5).raise_for_status()
+            script = Path(workdir) / "auth.lua"
+            script.write_text(LUA)
+            rows = {
+                "GET /healthz (baseline)": wrk(f"{base}/healthz", seconds, connections, script, token),
+                "GET /api/settings/spaces": wrk(f"{base}/api/settings/spaces", seconds, connections, script, token),
+            }
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=10)
+            pg.destroy()
+    print(
+        f"wrk, {connections} connections, {seconds}s per route, one spacesvc process, 2 cores shared with PostgreSQL:"
+    )
+    columns = list(next(iter(rows.values())))
+    print(f"{'route':28}" + "".join(f"{c:>10}" for c in columns))
+    for route, figures in rows.items():
+        print(f"{route:28}" + "".join(f"{figures[c]:>10}" for c in columns))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    main(args.seconds, args.connections)
