@@ -6,6 +6,7 @@ when it stops.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -31,6 +32,9 @@ from spacesvc.typedefs import POOL, RATE_LIMITS, SECRET_BACKEND, SETTINGS, STORA
 
 log = logging.getLogger("spacesvc")
 
+# Shutdown never waits longer than this for connections still busy.
+POOL_CLOSE_SECONDS = 10.0
+
 
 async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
@@ -41,7 +45,11 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await pool.close()
+        try:
+            await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+        except TimeoutError:
+            log.warning("PostgreSQL connections did not close within %ss; terminating them", POOL_CLOSE_SECONDS)
+            pool.terminate()
 
 
 async def secret_backend_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -34,6 +34,15 @@ def masked_dsn(dsn: str) -> str:
     return str(url.with_password("***")) if url.password else dsn
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Return connections to the pool without asyncpg's reset query (one round trip per release).
+
+    asyncpg still rolls back a transaction left open. The service keeps no session state on
+    pooled connections: no SET, no session advisory locks (only transaction-scoped ones), no
+    LISTEN, no cursors; the migration runner's session lock uses a connection of its own.
+    """
+
+
 async def create_pool(settings: Settings) -> asyncpg.Pool:
     assert settings.database_url is not None, "resolve the embedded database first"
     pool = await asyncpg.create_pool(
@@ -43,6 +52,7 @@ async def create_pool(settings: Settings) -> asyncpg.Pool:
         timeout=settings.db_connect_timeout,
         command_timeout=settings.db_statement_timeout,
         server_settings={"application_name": "spacesvc"},
+        reset=_keep_session,
     )
     assert pool is not None
     return pool

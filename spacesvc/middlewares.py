@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from marshmallow import ValidationError
 from ulid import ULID
 
 from backends import BackendUnavailable
@@ -73,8 +72,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status < 400:
             raise
         return error_response(request, from_http_exception(error))
-    except ValidationError as error:
-        return error_response(request, validation_error(f"Invalid input: {error.messages}"))
     except BackendUnavailable as error:
         logging.getLogger("spacesvc.backend").warning(
             "secret backend unavailable: %s", error, extra={"requestId": request[REQUEST_ID]}

@@ -125,7 +125,7 @@ async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to the test's database, to look behind the API."""
     conn = await asyncpg.connect(database_url)
     yield conn
-    await conn.close()
+    await conn.close(timeout=10)
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from aiohttp_apispec import docs
 
@@ -92,7 +94,7 @@ class SpacesSettingsView(web.View):
     def backend(self) -> SecretBackend:
         return self.request.app[SECRET_BACKEND]
 
-    def connection(self) -> Any:
+    def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
         return db.connection(self.request.app[POOL], self.request.app[SETTINGS].db_acquire_timeout)
 
     @docs(
