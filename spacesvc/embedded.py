@@ -9,6 +9,7 @@ import base64
 import logging
 import os
 import secrets
+import warnings
 from pathlib import Path
 
 from spacesvc.settings import ConfigError, EncryptionKey, Settings, parse_encryption_keys
@@ -45,7 +46,10 @@ def start_postgres(pgdata: Path) -> str:
 
     The server stops when the last spacesvc process using it exits.
     """
-    import pgserver  # imported here: only the embedded default needs it
+    with warnings.catch_warnings():
+        # pgserver's platformdirs warns when XDG_RUNTIME_DIR is unset; it then uses /tmp, which is fine
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        import pgserver  # imported here: only the embedded default needs it
 
     fresh = not (pgdata / "PG_VERSION").exists()
     if fresh:
