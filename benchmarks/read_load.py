@@ -25,6 +25,7 @@ from pathlib import Path
 import asyncpg
 import requests
 
+from benchmarks import print_table
 from spacesvc.migrate import migrate
 from spacesvc.tokens import SCOPES, create_token
 from tests.support.postgres import LocalPostgres, free_port
@@ -104,13 +105,11 @@ def main(seconds: int, connections: int) -> None:
                 server.terminate()
                 server.wait(timeout=10)
             pg.destroy()
-    print(
-        f"wrk, {connections} connections, {seconds}s per route, one spacesvc process, 2 cores shared with PostgreSQL:"
+    print_table(
+        f"wrk, {connections} connections, {seconds}s per route, one spacesvc process, 2 cores shared with PostgreSQL:",
+        "route",
+        rows,
     )
-    columns = list(next(iter(rows.values())))
-    print(f"{'route':28}" + "".join(f"{c:>10}" for c in columns))
-    for route, figures in rows.items():
-        print(f"{route:28}" + "".join(f"{figures[c]:>10}" for c in columns))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from benchmarks import print_table
 from spacesvc.app import create_app
 from spacesvc.migrate import migrate
 from spacesvc.settings import EncryptionKey, Settings, VaultSettings
@@ -85,11 +86,9 @@ async def main(requests: int) -> None:
         finally:
             bao.stop()
             pg.destroy()
-    print(f"{requests} sequential PUT (new secret each) + GET pairs per backend, milliseconds:")
-    columns = list(next(iter(results.values())))
-    print(f"{'backend':15}" + "".join(f"{c:>12}" for c in columns))
-    for backend, figures in results.items():
-        print(f"{backend:15}" + "".join(f"{figures[c]:12.2f}" for c in columns))
+    print_table(
+        f"{requests} sequential PUT (new secret each) + GET pairs per backend, milliseconds:", "backend", results
+    )
 
 
 if __name__ == "__main__":
