@@ -165,7 +165,9 @@ async def _create(conn: asyncpg.Connection, backend: SecretBackend, desired: Des
     secret_version = None
     if desired.secret is not None:
         secret_version = await backend.write(conn, SecretLocation(config_id), desired.secret)
-    config = await _store(conn, backend, fields, desired.secret is not None, secret_version, version=1, actor=actor)
+    config = await _store(
+        conn, backend.name, fields, desired.secret is not None, secret_version, version=1, actor=actor
+    )
     return WriteOutcome(config, created=True, changed=True)
 
 
@@ -179,10 +181,12 @@ async def _update(
         if stored is None or not hmac.compare_digest(stored.encode(), desired.secret.encode()):
             secret_version = await backend.write(conn, current.secret_location, desired.secret)
             secret_stored, secret_changed = True, True
-    if not secret_changed and desired.fields == current.fields and current.secret_backend == backend.name:
+    if not secret_changed and desired.fields == current.fields:
         return WriteOutcome(current, created=False, changed=False)
+    # The row names the backend that holds its secret: only a secret written now moves it.
+    holder = backend.name if secret_changed else current.secret_backend
     config = await _store(
-        conn, backend, desired.fields, secret_stored, secret_version, version=current.version + 1, actor=actor
+        conn, holder, desired.fields, secret_stored, secret_version, version=current.version + 1, actor=actor
     )
     return WriteOutcome(config, created=False, changed=True)
 
@@ -200,7 +204,7 @@ async def _stored_secret(conn: asyncpg.Connection, backend: SecretBackend, curre
 
 async def _store(
     conn: asyncpg.Connection,
-    backend: SecretBackend,
+    secret_backend: str,
     fields: SpacesFields,
     secret_stored: bool,
     secret_version: int | None,
@@ -214,7 +218,7 @@ async def _store(
         fields.region,
         fields.endpoint,
         list(fields.buckets),
-        backend.name,
+        secret_backend,
         secret_stored,
         secret_version,
         version,

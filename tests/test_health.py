@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 from spacesvc.settings import EncryptionKey, Settings
@@ -48,3 +49,19 @@ async def test_a_secret_whose_key_is_missing_fails_readiness_with_a_log_line(
     resp = await rekeyed.patch(SPACES, json={"secretKey": SECRET + "-new"}, headers=admin)
     assert resp.status == 200
     assert (await rekeyed.get("/readyz")).status == 200
+
+
+async def test_a_secret_left_in_another_backend_fails_readiness_and_is_not_relabelled(
+    client: TestClient, admin: dict, make_client: MakeClient, settings: Settings, db: asyncpg.Connection
+) -> None:
+    assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
+    switched = await make_client(settings.with_changes(secret_backend="env", spaces_secret_key="from-env-value"))
+
+    body = await assert_envelope(await switched.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
+    assert "spacesvc secrets migrate --to env" in body["checks"]["secret_backend"]["detail"]
+
+    # a change of the other fields keeps the row pointing at where its secret really is
+    resp = await switched.patch(SPACES, json={"region": "nyc3"}, headers=admin)
+    assert resp.status == 200 and (await resp.json())["config"]["secretBackend"] == "db"
+    assert await db.fetchval("SELECT count(*) FROM secret_ciphertexts") == 1
+    assert (await client.get("/readyz")).status == 200

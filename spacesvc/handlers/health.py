@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from backends import BackendUnavailable, Health, SecretBackend
-from spacesvc import db
+from spacesvc import db, store
 from spacesvc.errors import RETRY_AFTER_SECONDS, ApiError, DependencyUnavailable, ErrorCode
 from spacesvc.jsonio import json_response
 from spacesvc.migrate import check_migrations
@@ -59,6 +59,14 @@ async def _backend_check(backend: SecretBackend, conn: asyncpg.Connection) -> di
         health = await backend.health(conn)
     except BackendUnavailable as error:
         health = Health(False, str(error))
+    config = await store.get_config(conn)
+    if health.ok and config is not None and config.secret_stored and config.secret_backend != backend.name:
+        health = Health(
+            False,
+            f"the stored secretKey is in the {config.secret_backend} backend, not here: run "
+            f"`spacesvc secrets migrate --to {backend.name}` with SPACESVC_SECRET_BACKEND={config.secret_backend}, "
+            "then restart",
+        )
     if not health.ok:
         log.warning("secret backend not ready: %s", health.detail, extra={"backend": backend.name})
     return _check(health.ok, f"{backend.name}: {health.detail}")
