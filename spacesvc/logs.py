@@ -13,6 +13,9 @@ import orjson
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+QUIET_LIBRARIES = ("pgserver", "botocore", "aiobotocore", "urllib3", "hvac", "requests")
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
@@ -35,5 +38,8 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # pgserver narrates every command it runs at INFO; its warnings still show.
-    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    # Libraries whose debug output carries request material (botocore logs canonical requests
+    # and signatures, urllib3/hvac URLs and headers) or narrates every command (pgserver) stay
+    # at WARNING whatever SPACESVC_LOG_LEVEL says: no secret-adjacent material reaches the log.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 
+import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import SECRET, ServerLog, Tokens, auth
-from tests.support.postgres import bin_dir_for_major
+from tests.conftest import SECRET, TEST_KEY, ServerLog, Tokens, auth, keys_env
+from tests.support.cli import SPACESVC, clean_env
+from tests.support.postgres import bin_dir_for_major, free_port
+from tests.support.s3 import MotoS3
 from tests.test_spaces_api import BODY, SPACES
 
 ROTATED = SECRET + "-rotated"
@@ -76,3 +80,44 @@ async def test_a_database_dump_holds_neither_the_secret_nor_any_token(
     assert "secret_ciphertexts" in dump and "api_tokens" in dump
     assert SECRET not in dump and ROTATED not in dump
     assert token not in dump
+
+
+async def test_debug_logging_of_the_running_service_leaks_no_secret_or_signature(
+    database_url: str, tokens: Tokens, s3: MotoS3
+) -> None:
+    token = await tokens.create("admin")
+    port = free_port()
+    env = clean_env(
+        SPACESVC_DATABASE_URL=database_url,
+        SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY),
+        SPACESVC_LOG_LEVEL="DEBUG",
+    )
+    server = subprocess.Popen(
+        [SPACESVC, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession(headers=auth(token)) as http:
+            for _ in range(100):
+                try:
+                    async with http.get(f"{base}/healthz"):
+                        break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            key = s3.keys["full"]
+            body = {"accessKey": key.access_key, "secretKey": key.secret_key, "region": "us-east-1", "endpoint": s3.url}
+            async with http.put(f"{base}{SPACES}", json=body) as resp:
+                assert resp.status == 201
+            async with http.post(f"{base}/api/settings/spaces/test") as resp:
+                assert (await resp.json())["success"] is True
+    finally:
+        server.terminate()
+        _, log = server.communicate(timeout=30)
+    assert '"level":"debug"' in log  # debug logging really was on
+    for leaked in (key.secret_key, token, "Signature", "AWS4-HMAC-SHA256", "Authorization"):
+        assert leaked not in log, leaked
