@@ -13,6 +13,7 @@ from spacesvc.tokens import TOKEN_PATTERN, hash_token
 from tests.backends.contract import OWNER
 from tests.conftest import SECRET, TEST_KEY, keys_env
 from tests.support.cli import clean_env, run
+from tests.support.secrecy import assert_hidden
 
 
 @pytest.fixture
@@ -50,7 +51,7 @@ async def test_tokens_create_prints_the_token_alone_on_the_last_line(env: dict, 
         hash_token(token),
     )
     assert (row["name"], row["role"], row["scopes"], row["ok"]) == ("ci", "operator", ["settings:read"], True)
-    assert token not in result.stderr
+    assert_hidden(result.stderr, token, where="stderr")
 
 
 async def test_tokens_list_shows_tokens_but_never_their_values(env: dict) -> None:
@@ -59,7 +60,7 @@ async def test_tokens_list_shows_tokens_but_never_their_values(env: dict) -> Non
     listed = run("tokens", "list", env=env)
     assert listed.returncode == 0
     assert "deploy" in listed.stdout and "admin" in listed.stdout and "live" in listed.stdout
-    assert token not in listed.stdout
+    assert_hidden(listed.stdout, token, where="tokens list")
 
 
 async def test_tokens_revoke_by_name(env: dict, db: asyncpg.Connection) -> None:

@@ -15,6 +15,7 @@ from spacesvc.storage import endpoint_url
 from tests.conftest import MakeClient, Tokens, auth
 from tests.support.postgres import free_port
 from tests.support.s3 import MotoS3
+from tests.support.secrecy import assert_hidden
 from tests.test_errors import assert_envelope
 from tests.test_spaces_api import SPACES
 
@@ -93,7 +94,7 @@ async def test_a_wrong_secret_fails_and_no_secret_or_signature_is_echoed(
     text = await resp.text()
     body = await resp.json()
     assert body["success"] is False and "secret key does not match" in body["message"]
-    assert s3.keys["full"].secret_key not in text
+    assert_hidden(text, s3.keys["full"].secret_key, where="the response")
     for marker in ("Signature", "AWS4-HMAC-SHA256", "Credential="):
         assert marker not in text
 

@@ -12,6 +12,7 @@ import aiohttp
 
 from tests.support.cli import SPACESVC, clean_env, run
 from tests.support.postgres import free_port
+from tests.support.secrecy import assert_hidden
 
 TOKEN_LINE = re.compile(r"^sps_[A-Za-z0-9_-]{43,}$")
 
@@ -83,7 +84,7 @@ async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_tok
     key_file = data_dir / "encryption-keys"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert "SPACESVC_ENCRYPTION_KEYS" in first_stderr
-    assert token not in first_stderr
+    assert_hidden(first_stderr, token, where="the server log")
 
     second = Serve(data_dir, port)
     try:

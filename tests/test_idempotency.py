@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from spacesvc.idempotency import delete_expired
 from spacesvc.tokens import hash_token
 from tests.conftest import SECRET, Tokens, auth
+from tests.support.secrecy import assert_hidden
 from tests.test_errors import assert_envelope
 from tests.test_spaces_api import BODY, SPACES
 
@@ -136,5 +137,5 @@ async def test_nothing_stored_for_a_key_reveals_the_secret(
     rows = await db.fetch("SELECT * FROM idempotency_keys")
     assert len(rows) == 1
     stored = json.dumps([{k: str(v) for k, v in dict(r).items()} for r in rows])
-    assert SECRET not in stored and SECRET.encode().hex() not in stored
+    assert_hidden(stored, SECRET, SECRET.encode().hex(), where="idempotency records")
     assert len(rows[0]["fingerprint"]) == 32

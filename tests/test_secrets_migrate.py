@@ -13,6 +13,7 @@ from spacesvc.settings import Settings, VaultSettings
 from tests.conftest import SECRET, TEST_KEY, MakeClient, keys_env
 from tests.support.cli import clean_env, run
 from tests.support.openbao import OpenBao
+from tests.support.secrecy import assert_hidden
 from tests.test_spaces_api import BODY, SPACES
 
 
@@ -42,7 +43,7 @@ async def test_the_secret_moves_from_db_to_vault_and_back(
     result = run("secrets", "migrate", "--to", "vault", env={**cli_env, "SPACESVC_SECRET_BACKEND": "db"})
     assert result.returncode == 0, result.stderr
     assert "SPACESVC_SECRET_BACKEND=vault" in result.stdout
-    assert openbao.root_token not in result.stdout + result.stderr
+    assert_hidden(result.stdout + result.stderr, openbao.root_token, where="the command's output")
     stored = openbao.admin().secrets.kv.v2.read_secret_version(
         path=vault_config.path, mount_point="secret", raise_on_deleted_version=True
     )

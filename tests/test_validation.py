@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import SECRET
+from tests.support.secrecy import assert_hidden
 from tests.test_spaces_api import BODY, SPACES
 
 INVALID = [
@@ -127,4 +128,4 @@ async def test_validation_errors_never_echo_the_secret(client: TestClient, admin
         resp = await client.put(SPACES, json=body, headers=admin)
         assert resp.status == 400
         text = await resp.text()
-        assert SECRET not in text
+        assert_hidden(text, SECRET, where="the error")

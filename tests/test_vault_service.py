@@ -20,6 +20,7 @@ from spacesvc.settings import Settings, VaultSettings
 from tests.conftest import SECRET, MakeClient, ServerLog
 from tests.support.openbao import OpenBao
 from tests.support.postgres import bin_dir_for_major
+from tests.support.secrecy import assert_hidden
 from tests.test_atomicity import FAIL_ROW_UPDATES
 from tests.test_errors import assert_envelope
 from tests.test_spaces_api import BODY, SPACES
@@ -67,8 +68,7 @@ async def test_the_secret_is_absent_from_postgresql_and_logs(
         [str(bin_dir_for_major(major) / "pg_dump"), database_url], check=True, capture_output=True, text=True
     ).stdout
     for text in (dump, server_log.text):
-        assert SECRET not in text
-        assert openbao.root_token not in text
+        assert_hidden(text, SECRET, openbao.root_token)
 
 
 async def test_a_write_failing_after_vault_leaves_the_old_configuration_readable(
@@ -140,7 +140,7 @@ async def test_permission_denied_shows_in_readyz_and_writes_answer_503_with_a_hi
     resp = await client.put(SPACES, json=BODY, headers=admin)
     body = await assert_envelope(resp, 503, "SERVICE_UNAVAILABLE")
     assert "denied permission" in body["message"] and vault_config.path in body["hint"]
-    assert token not in json.dumps(body)
+    assert_hidden(json.dumps(body), token, where="the error")
 
 
 async def test_a_renewable_short_ttl_token_is_renewed_and_writes_keep_working(
@@ -191,7 +191,7 @@ async def test_a_token_that_can_be_neither_renewed_nor_replaced_fails_readiness_
     await assert_envelope(resp, 503, "SERVICE_UNAVAILABLE")
     logged = [json.loads(line) for line in server_log.lines]
     assert any(line["level"] == "error" and "expired" in line["msg"] for line in logged)
-    assert token not in server_log.text
+    assert_hidden(server_log.text, token, where="the server log")
 
 
 async def test_vault_uninitialized_sealed_killed_and_back(

@@ -12,6 +12,7 @@ from backends.db import DbSecretBackend
 from spacesvc.settings import EncryptionKey
 from tests.backends.contract import OTHER, OWNER, BackendContract
 from tests.conftest import SECRET, TEST_KEY
+from tests.support.secrecy import assert_hidden
 
 OLD_KEY = EncryptionKey("k0", os.urandom(32))
 
@@ -27,7 +28,7 @@ async def test_ciphertext_holds_no_plaintext_and_names_its_key(db: asyncpg.Conne
     row = await db.fetchrow("SELECT key_id, nonce, ciphertext FROM secret_ciphertexts")
     assert row["key_id"] == "k1"
     assert len(row["nonce"]) == 12
-    assert SECRET.encode() not in row["ciphertext"]
+    assert_hidden(bytes(row["ciphertext"]), SECRET.encode(), where="the ciphertext")
     assert len(row["ciphertext"]) == len(SECRET.encode()) + 16  # GCM tag
 
 

@@ -10,6 +10,7 @@ from backends.env import EnvSecretBackend
 from spacesvc.settings import Settings
 from tests.backends.contract import BackendContract
 from tests.conftest import SECRET, MakeClient
+from tests.support.secrecy import assert_hidden
 from tests.test_errors import assert_envelope
 from tests.test_spaces_api import SPACES
 
@@ -41,7 +42,7 @@ async def test_secret_key_in_put_or_patch_is_readonly_naming_the_variable(env_cl
     body = await assert_envelope(resp, 422, "READONLY_FIELD")
     assert body["field"] == "secretKey" and "SPACESVC_SPACES_SECRET_KEY" in body["hint"]
     assert body["message"] == 'Field "secretKey" is read-only and cannot be set via PUT.'
-    assert SECRET not in await resp.text()
+    assert_hidden(await resp.text(), SECRET, where="the error")
     await env_client.put(SPACES, json={"accessKey": "AK"}, headers=admin)
     resp = await env_client.patch(SPACES, json={"secretKey": SECRET}, headers=admin)
     body = await assert_envelope(resp, 422, "READONLY_FIELD")
