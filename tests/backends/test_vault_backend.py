@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import hvac
@@ -88,3 +89,47 @@ async def test_a_policy_without_the_path_is_reported_as_permission_denied(
         assert not health.ok and "permission denied" in health.detail
     finally:
         await backend.close()
+
+
+async def test_vault_cacert_is_honoured_for_a_tls_vault(tmp_path: Path, db: asyncpg.Connection) -> None:
+    bao = OpenBao.dev_server(tmp_path, tls=True)
+    try:
+        trusted = VaultSecretBackend(
+            VaultSettings(addr=bao.addr, token=bao.root_token, cacert=str(bao.ca_cert), timeout=2.0)
+        )
+        untrusted = VaultSecretBackend(VaultSettings(addr=bao.addr, token=bao.root_token, timeout=2.0))
+        try:
+            assert (await trusted.health(db)).ok
+            version = await trusted.write(db, OWNER, SECRET)
+            assert await trusted.read(db, SecretLocation(OWNER.owner, version)) == SECRET
+            health = await untrusted.health(db)
+            assert not health.ok and "not reachable" in health.detail
+        finally:
+            await trusted.close()
+            await untrusted.close()
+    finally:
+        bao.stop()
+
+
+async def test_vault_namespace_is_honoured(
+    openbao: OpenBao, vault_config: VaultSettings, db: asyncpg.Connection
+) -> None:
+    namespace = f"team-{vault_config.path.rsplit('-', 1)[-1]}"
+    openbao.admin().adapter.post(f"/v1/sys/namespaces/{namespace}")
+    in_namespace = hvac.Client(url=openbao.addr, token=openbao.root_token, namespace=namespace)
+    in_namespace.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    backend = VaultSecretBackend(
+        VaultSettings(
+            addr=openbao.addr, token=openbao.root_token, namespace=namespace, path=vault_config.path, timeout=2.0
+        )
+    )
+    try:
+        version = await backend.write(db, OWNER, SECRET)
+    finally:
+        await backend.close()
+    stored = in_namespace.secrets.kv.v2.read_secret_version(
+        path=vault_config.path, version=version, mount_point="secret", raise_on_deleted_version=True
+    )
+    assert stored["data"]["data"]["secretKey"] == SECRET
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")

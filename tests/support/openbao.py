@@ -24,23 +24,33 @@ from tests.support.postgres import free_port
 
 
 class OpenBao:
-    def __init__(self, workdir: Path, port: int, *, dev: bool) -> None:
+    def __init__(self, workdir: Path, port: int, *, dev: bool, tls: bool = False) -> None:
         self.workdir = workdir
         self.port = port
         self.dev = dev
+        self.tls = tls
         self.root_token = secrets.token_urlsafe(24) if dev else ""
         self.unseal_key = ""
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def addr(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_cert(self) -> Path:
+        """With ``tls``: the CA that signed the dev server's certificate."""
+        return self.workdir / "vault-ca.pem"
 
     @classmethod
-    def dev_server(cls, workdir: Path) -> OpenBao:
-        server = cls(workdir, free_port(), dev=True)
+    def dev_server(cls, workdir: Path, *, tls: bool = False) -> OpenBao:
+        server = cls(workdir, free_port(), dev=True, tls=tls)
         server.start()
-        server.wait_until(lambda health: health.get("initialized") and not health.get("sealed"))
+        try:
+            server.wait_until(lambda health: health.get("initialized") and not health.get("sealed"))
+        except BaseException:
+            server.stop()
+            raise
         return server
 
     @classmethod
@@ -54,13 +64,19 @@ class OpenBao:
             f'api_addr = "{server.addr}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
         )
         server.start()
-        server.wait_until(lambda health: "initialized" in health)
+        try:
+            server.wait_until(lambda health: "initialized" in health)
+        except BaseException:
+            server.stop()
+            raise
         return server
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         if self.dev:
             args = ["server", "-dev", "-dev-no-store-token"]
+            if self.tls:
+                args += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir}"]
             env["BAO_DEV_ROOT_TOKEN_ID"] = self.root_token
             env["BAO_DEV_LISTEN_ADDRESS"] = f"127.0.0.1:{self.port}"
         else:
@@ -77,9 +93,10 @@ class OpenBao:
                 f"{self.addr}/v1/sys/health",
                 params={"standbycode": 200, "sealedcode": 200, "uninitcode": 200},
                 timeout=2,
+                verify=str(self.ca_cert) if self.tls else True,
             )
             return dict(response.json())
-        except requests.RequestException:
+        except (requests.RequestException, OSError):  # OSError: the dev CA file is not written yet
             return {}
 
     def wait_until(self, condition: Any, timeout: float = 60.0) -> None:
@@ -111,7 +128,7 @@ class OpenBao:
                 time.sleep(0.2)
 
     def admin(self) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=self.root_token)
+        return hvac.Client(url=self.addr, token=self.root_token, verify=str(self.ca_cert) if self.tls else True)
 
     def signal(self, signum: int) -> None:
         assert self.process is not None
