@@ -1,7 +1,8 @@
-"""The contract every secret backend keeps; each backend's test class subclasses it.
+"""The contract every secret backend keeps; each backend's test class subclasses one of these.
 
-A subclass provides the ``backend`` fixture (and ``configured_secret`` for a backend whose
-secret is set outside the API).
+``BackendContract`` holds for every backend; ``WritableBackendContract`` adds what a backend
+that stores secrets through the API must do, ``ReadOnlyBackendContract`` what one whose secret
+is set outside the API must do. A subclass provides the ``backend`` fixture.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ OTHER = SecretLocation("00000000-0000-0000-0000-00000000000b")
 
 
 class BackendContract:
-    configured_secret: str | None = None
-
     @pytest.fixture
     def backend(self) -> SecretBackend:
         raise NotImplementedError
@@ -31,19 +30,17 @@ class BackendContract:
         assert health.ok, health.detail
         assert health.detail
 
+
+class WritableBackendContract(BackendContract):
+    async def test_is_writable(self, backend: SecretBackend) -> None:
+        assert backend.writable and backend.read_only_hint is None
+
     async def test_write_then_read_returns_the_secret(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
-        if not backend.writable:
-            with pytest.raises(ReadOnlyBackend):
-                await backend.write(db, OWNER, SECRET)
-            assert await backend.read(db, OWNER) == self.configured_secret
-            return
         async with db.transaction():
             version = await backend.write(db, OWNER, SECRET)
         assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET
 
     async def test_overwrite_replaces_the_secret(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
-        if not backend.writable:
-            pytest.skip("read-only backend: shown by test_write_then_read_returns_the_secret")
         await backend.write(db, OWNER, SECRET)
         version = await backend.write(db, OWNER, SECRET + "-2")
         assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET + "-2"
@@ -51,24 +48,19 @@ class BackendContract:
     async def test_secrets_of_different_owners_are_separate(
         self, backend: SecretBackend, db: asyncpg.Connection
     ) -> None:
-        if not backend.writable:
-            pytest.skip("read-only backend keeps one secret for the whole service")
         version = await backend.write(db, OWNER, SECRET)
         assert await backend.read(db, SecretLocation(OTHER.owner, version)) is None
 
     async def test_delete_leaves_nothing_to_read(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
-        version = await backend.write(db, OWNER, SECRET) if backend.writable else None
-        location = SecretLocation(OWNER.owner, version)
+        location = SecretLocation(OWNER.owner, await backend.write(db, OWNER, SECRET))
         async with db.transaction():
             await backend.delete(db, location)
         await backend.purge(location)
-        assert await backend.read(db, location) == (None if backend.writable else self.configured_secret)
+        assert await backend.read(db, location) is None
 
     async def test_a_write_rolled_back_with_its_transaction_leaves_the_old_secret(
         self, backend: SecretBackend, db: asyncpg.Connection
     ) -> None:
-        if not backend.writable:
-            pytest.skip("read-only backend: nothing is written")
         version = await backend.write(db, OWNER, SECRET)
 
         class Abort(Exception):
@@ -79,3 +71,21 @@ class BackendContract:
                 await backend.write(db, OWNER, SECRET + "-new")
                 raise Abort
         assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET
+
+
+class ReadOnlyBackendContract(BackendContract):
+    configured_secret: str
+
+    async def test_is_read_only_with_a_hint(self, backend: SecretBackend) -> None:
+        assert not backend.writable and backend.read_only_hint
+
+    async def test_writes_are_refused_and_change_nothing(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
+        with pytest.raises(ReadOnlyBackend):
+            await backend.write(db, OWNER, SECRET)
+        assert await backend.read(db, OWNER) == self.configured_secret
+
+    async def test_delete_leaves_the_configured_secret(self, backend: SecretBackend, db: asyncpg.Connection) -> None:
+        async with db.transaction():
+            await backend.delete(db, OWNER)
+        await backend.purge(OWNER)
+        assert await backend.read(db, OWNER) == self.configured_secret

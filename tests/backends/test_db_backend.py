@@ -10,14 +10,14 @@ import pytest
 from backends import SecretBackend, SecretUnreadable
 from backends.db import DbSecretBackend
 from spacesvc.settings import EncryptionKey
-from tests.backends.contract import OTHER, OWNER, BackendContract
+from tests.backends.contract import OTHER, OWNER, WritableBackendContract
 from tests.conftest import SECRET, TEST_KEY
 from tests.support.secrecy import assert_hidden
 
 OLD_KEY = EncryptionKey("k0", os.urandom(32))
 
 
-class TestDbBackendContract(BackendContract):
+class TestDbBackendContract(WritableBackendContract):
     @pytest.fixture
     def backend(self) -> SecretBackend:
         return DbSecretBackend([TEST_KEY])

@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 from backends import SecretBackend
 from backends.env import EnvSecretBackend
 from spacesvc.settings import Settings
-from tests.backends.contract import BackendContract
+from tests.backends.contract import ReadOnlyBackendContract
 from tests.conftest import SECRET, MakeClient
 from tests.support.secrecy import assert_hidden
 from tests.test_errors import assert_envelope
@@ -17,7 +17,7 @@ from tests.test_spaces_api import SPACES
 ENV_SECRET = "env-provided-secret-value-0123456789"
 
 
-class TestEnvBackendContract(BackendContract):
+class TestEnvBackendContract(ReadOnlyBackendContract):
     configured_secret = ENV_SECRET
 
     @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from backends import SecretBackend, SecretLocation
 from backends.vault import VaultSecretBackend, policy_for
 from spacesvc.settings import VaultSettings
-from tests.backends.contract import OWNER, BackendContract
+from tests.backends.contract import OWNER, WritableBackendContract
 from tests.conftest import SECRET
 from tests.support.openbao import OpenBao
 
@@ -25,7 +25,7 @@ async def vault_backend(vault_config: VaultSettings) -> AsyncIterator[VaultSecre
     await backend.close()
 
 
-class TestVaultBackendContract(BackendContract):
+class TestVaultBackendContract(WritableBackendContract):
     @pytest.fixture
     async def backend(self, vault_backend: VaultSecretBackend) -> SecretBackend:
         return vault_backend
