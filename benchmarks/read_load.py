@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import asyncpg
+import psutil
 import requests
 
 from benchmarks import print_table
@@ -96,10 +97,13 @@ def main(seconds: int, connections: int) -> None:
             requests.put(f"{base}/api/settings/spaces", json=body, headers=headers, timeout=5).raise_for_status()
             script = Path(workdir) / "auth.lua"
             script.write_text(LUA)
+            process = psutil.Process(server.pid)
+            idle_rss = process.memory_info().rss
             rows = {
                 "GET /healthz (baseline)": wrk(f"{base}/healthz", seconds, connections, script, token),
                 "GET /api/settings/spaces": wrk(f"{base}/api/settings/spaces", seconds, connections, script, token),
             }
+            loaded_rss = process.memory_info().rss
         finally:
             if server is not None:
                 server.terminate()
@@ -110,6 +114,7 @@ def main(seconds: int, connections: int) -> None:
         "route",
         rows,
     )
+    print(f"spacesvc resident memory: {idle_rss / 2**20:.1f} MiB idle, {loaded_rss / 2**20:.1f} MiB after the load")
 
 
 if __name__ == "__main__":
