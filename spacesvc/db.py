@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import asyncpg
+from aiohttp import web
 from yarl import URL
 
 from spacesvc.errors import DependencyUnavailable
 from spacesvc.settings import Settings
+from spacesvc.typedefs import POOL, SETTINGS
 
 log = logging.getLogger("spacesvc.db")
 
@@ -67,3 +69,8 @@ async def connection(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncp
     except UNAVAILABLE_ERRORS as error:
         log.warning("database unavailable: %s", type(error).__name__)
         raise DependencyUnavailable("database", "The database is not reachable right now.") from error
+
+
+def acquire(app: web.Application) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A connection from the app's pool, within the configured acquire bound."""
+    return connection(app[POOL], app[SETTINGS].db_acquire_timeout)

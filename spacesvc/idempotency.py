@@ -26,7 +26,7 @@ from aiohttp import web
 
 from spacesvc import db
 from spacesvc.errors import ApiError, ErrorCode, validation_error
-from spacesvc.typedefs import FINGERPRINT_KEY, POOL, PRINCIPAL, SETTINGS
+from spacesvc.typedefs import FINGERPRINT_KEY, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("spacesvc.idempotency")
 
@@ -137,9 +137,8 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
         )
     body = await request.read()
     app = request.app
-    pool, settings = app[POOL], app[SETTINGS]
-    in_flight = timedelta(seconds=settings.idempotency_in_flight_seconds)
-    async with db.connection(pool, settings.db_acquire_timeout) as conn:
+    in_flight = timedelta(seconds=app[SETTINGS].idempotency_in_flight_seconds)
+    async with db.acquire(app) as conn:
         print_ = fingerprint(await app[FINGERPRINT_KEY].get(conn), request, body)
         replay = await claim(conn, principal.token_id, key, print_, in_flight)
     if replay is not None:
@@ -155,9 +154,8 @@ async def idempotency_middleware(request: web.Request, handler: Handler) -> web.
 
 async def _finish(app: web.Application, token_id: str, key: str, response: web.StreamResponse | None) -> None:
     """Keep a 2xx response for replay; release the key after anything else."""
-    settings = app[SETTINGS]
     try:
-        async with db.connection(app[POOL], settings.db_acquire_timeout) as conn:
+        async with db.acquire(app) as conn:
             if response is not None and 200 <= response.status < 300 and isinstance(response, web.Response):
                 headers = {name: response.headers[name] for name in REPLAYED_HEADERS if name in response.headers}
                 await conn.execute(
@@ -178,7 +176,7 @@ async def cleanup_ctx(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(CLEANUP_INTERVAL_SECONDS)
             try:
-                async with db.connection(app[POOL], app[SETTINGS].db_acquire_timeout) as conn:
+                async with db.acquire(app) as conn:
                     await delete_expired(conn)
             except ApiError:
                 log.warning("idempotency cleanup skipped: the database is unavailable")

@@ -15,7 +15,7 @@ from spacesvc import db
 from spacesvc.errors import ApiError, DependencyUnavailable, ErrorCode, internal_error, not_found, validation_error
 from spacesvc.jsonio import json_response
 from spacesvc.tokens import TOKEN_PATTERN, InvalidToken, Principal, authenticate
-from spacesvc.typedefs import POOL, PRINCIPAL, RATE_LIMITS, REQUEST_ID, SETTINGS
+from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS, REQUEST_ID
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -151,8 +151,7 @@ async def _authenticate(request: web.Request) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not TOKEN_PATTERN.match(token):
         raise _unauthorized("The Authorization header is not a well-formed spacesvc bearer token.")
-    settings = request.app[SETTINGS]
-    async with db.connection(request.app[POOL], settings.db_acquire_timeout) as conn:
+    async with db.acquire(request.app) as conn:
         try:
             return await authenticate(conn, token)
         except InvalidToken:

@@ -15,7 +15,7 @@ from spacesvc.jsonio import json_response, read_json_object
 from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.schemas import BucketListSchema, ConnectionTestSchema, SpacesConfigInput, default_endpoint
 from spacesvc.storage import Target, endpoint_url, reason
-from spacesvc.typedefs import POOL, PRINCIPAL, SECRET_BACKEND, SETTINGS, STORAGE
+from spacesvc.typedefs import PRINCIPAL, SECRET_BACKEND, STORAGE
 from spacesvc.validation import SpacesFields, parse_put
 
 
@@ -40,7 +40,7 @@ async def _load_saved(request: web.Request, *, with_secret: bool) -> tuple[Space
     """The saved fields and, if asked, the secret (from whichever backend holds it); None when unset."""
     app = request.app
     backend: SecretBackend = app[SECRET_BACKEND]
-    async with db.connection(app[POOL], app[SETTINGS].db_acquire_timeout) as conn:
+    async with db.acquire(app) as conn:
         config = await store.get_config(conn)
         if config is None:
             return None

@@ -17,7 +17,7 @@ from spacesvc.jsonio import json_response
 from spacesvc.migrate import check_migrations
 from spacesvc.openapi import errors, ok
 from spacesvc.schemas import HealthSchema, ReadinessSchema
-from spacesvc.typedefs import POOL, SECRET_BACKEND, SETTINGS
+from spacesvc.typedefs import SECRET_BACKEND
 
 READINESS_TIMEOUT = 3.0
 
@@ -38,7 +38,7 @@ async def _run_checks(request: web.Request) -> dict[str, dict[str, Any]]:
     backend = app[SECRET_BACKEND]
     checks: dict[str, dict[str, Any]] = {}
     try:
-        async with db.connection(app[POOL], app[SETTINGS].db_acquire_timeout) as conn:
+        async with db.acquire(app) as conn:
             await conn.fetchval("SELECT 1")
             checks["database"] = _check(True, "PostgreSQL answers")
             problem = await check_migrations(conn)

@@ -25,7 +25,7 @@ from spacesvc.schemas import (
     default_endpoint,
 )
 from spacesvc.store import Desired, Preconditions, SpacesConfig
-from spacesvc.typedefs import POOL, PRINCIPAL, SECRET_BACKEND, SETTINGS
+from spacesvc.typedefs import PRINCIPAL, SECRET_BACKEND
 from spacesvc.validation import parse_patch, parse_put
 
 ETAG_VALUE = re.compile(r'^(?:W/)?"(\d{1,9})"$')
@@ -95,7 +95,7 @@ class SpacesSettingsView(web.View):
         return self.request.app[SECRET_BACKEND]
 
     def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
-        return db.connection(self.request.app[POOL], self.request.app[SETTINGS].db_acquire_timeout)
+        return db.acquire(self.request.app)
 
     @docs(
         tags=["settings"],
