@@ -100,8 +100,12 @@ def not_found(message: str, hint: str | None = None) -> ApiError:
     return ApiError(ErrorCode.NOT_FOUND, message, hint=hint)
 
 
+def not_configured() -> ApiError:
+    return not_found("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")
+
+
 class DependencyUnavailable(ApiError):
-    """PostgreSQL or the secret backend did not answer in time, or answered that it cannot serve."""
+    """PostgreSQL, the secret backend or the storage endpoint did not answer in time, or cannot serve."""
 
     def __init__(self, dependency: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(

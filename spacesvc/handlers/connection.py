@@ -3,6 +3,8 @@ proposed) configuration tried against its S3-compatible endpoint."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from aiohttp_apispec import docs
 from botocore.exceptions import BotoCoreError, ClientError
@@ -10,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backends import SecretBackend
 from spacesvc import db, store
 from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, authorize, requires
-from spacesvc.errors import ApiError, ErrorCode, not_found, validation_error
+from spacesvc.errors import ApiError, DependencyUnavailable, ErrorCode, not_configured, validation_error
 from spacesvc.jsonio import json_response, read_json_object
 from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.schemas import BucketListSchema, ConnectionTestSchema, SpacesConfigInput, default_endpoint
@@ -24,10 +26,6 @@ def target_for(config_fields: SpacesFields, secret: str) -> Target:
     return Target(endpoint, config_fields.region, config_fields.access_key, secret)
 
 
-def _not_configured() -> ApiError:
-    return not_found("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")
-
-
 def _no_secret() -> ApiError:
     return validation_error(
         "No secretKey is stored, so the credentials cannot be tried.",
@@ -36,17 +34,24 @@ def _no_secret() -> ApiError:
     )
 
 
-async def _load_saved(request: web.Request, *, with_secret: bool) -> tuple[SpacesFields, str | None] | None:
-    """The saved fields and, if asked, the secret (from whichever backend holds it); None when unset."""
+async def _load_saved(
+    request: web.Request, *, secret_needed: Callable[[SpacesFields], bool]
+) -> tuple[SpacesFields, str | None]:
+    """The saved fields and, when ``secret_needed`` says so, the secret from whichever backend
+    holds it, over one connection; 404 when nothing is configured."""
     app = request.app
     backend: SecretBackend = app[SECRET_BACKEND]
     async with db.acquire(app) as conn:
         config = await store.get_config(conn)
         if config is None:
-            return None
-        readable = with_secret and config.secret_backend == backend.name
+            raise not_configured()
+        readable = secret_needed(config.fields) and config.secret_backend == backend.name
         secret = await backend.read(conn, config.secret_location) if readable else None
     return config.fields, secret
+
+
+def _always(fields: SpacesFields) -> bool:
+    return True
 
 
 class SpacesTestView(web.View):
@@ -76,18 +81,23 @@ class SpacesTestView(web.View):
         if request.can_read_body:
             authorize(request[PRINCIPAL], ADMIN, WRITE)
             proposed = parse_put(await read_json_object(request))
-            saved = None if proposed.secret else await _load_saved(request, with_secret=True)
-            tested, secret = proposed.fields, proposed.secret or (saved[1] if saved else None)
+            tested, secret = proposed.fields, proposed.secret or await _stored_secret_if_any(request)
         else:
             authorize(request[PRINCIPAL], ANY_ROLE, READ)
-            saved = await _load_saved(request, with_secret=True)
-            if saved is None:
-                raise _not_configured()
-            tested, secret = saved
+            tested, secret = await _load_saved(request, secret_needed=_always)
         if secret is None:
             raise _no_secret()
         report = await request.app[STORAGE].test(target_for(tested, secret), list(tested.buckets))
         return json_response(report.body())
+
+
+async def _stored_secret_if_any(request: web.Request) -> str | None:
+    try:
+        return (await _load_saved(request, secret_needed=_always))[1]
+    except ApiError as error:
+        if error.code is ErrorCode.NOT_FOUND:
+            return None
+        raise
 
 
 class SpacesBucketsView(web.View):
@@ -101,15 +111,10 @@ class SpacesBucketsView(web.View):
     )
     @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
-        configured = await _load_saved(self.request, with_secret=False)
-        if configured is None:
-            raise _not_configured()
-        if configured[0].buckets:
-            return json_response({"buckets": list(configured[0].buckets), "source": "configured"})
-        saved = await _load_saved(self.request, with_secret=True)
-        if saved is None:
-            raise _not_configured()
-        saved_fields, secret = saved
+        # the secret is read only when the buckets must be discovered
+        saved_fields, secret = await _load_saved(self.request, secret_needed=lambda fields: not fields.buckets)
+        if saved_fields.buckets:
+            return json_response({"buckets": list(saved_fields.buckets), "source": "configured"})
         if secret is None:
             raise _no_secret()
         target = target_for(saved_fields, secret)
@@ -132,10 +137,8 @@ class SpacesBucketsView(web.View):
 
 
 def _storage_unavailable(target: Target, error: BaseException) -> ApiError:
-    return ApiError(
-        ErrorCode.SERVICE_UNAVAILABLE,
+    return DependencyUnavailable(
+        "storage",
         f"Could not list buckets at {endpoint_url(target.endpoint)}: {reason(error)}.",
         hint="POST /api/settings/spaces/test checks the endpoint and credentials in detail.",
-        headers={"Retry-After": "5"},
-        extra={"dependency": "storage"},
     )

@@ -14,7 +14,7 @@ from aiohttp_apispec import docs
 from backends import SecretBackend
 from spacesvc import db, store
 from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, requires
-from spacesvc.errors import not_found, readonly_field, validation_error
+from spacesvc.errors import not_configured, readonly_field, validation_error
 from spacesvc.jsonio import json_response, read_json_object
 from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.schemas import (
@@ -169,7 +169,7 @@ class SpacesSettingsView(web.View):
 
         def build(current: SpacesConfig | None) -> Desired:
             if current is None:
-                raise _not_configured()
+                raise not_configured()
             return Desired(patch.apply(current.fields), patch.secret)
 
         async with self.connection() as conn:
@@ -194,7 +194,7 @@ class SpacesSettingsView(web.View):
         async with self.connection() as conn:
             removed = await store.delete_config(conn, self.backend, conditions)
         if removed is None:
-            raise _not_configured()
+            raise not_configured()
         return json_response({"success": True})
 
     def _refuse_unwritable_secret(self, secret: str | None, method: str) -> None:
@@ -203,7 +203,3 @@ class SpacesSettingsView(web.View):
 
     def _config_response(self, config: SpacesConfig, *, status: int) -> web.Response:
         return json_response({"config": present(config, self.backend)}, status=status, headers=etag(config))
-
-
-def _not_configured() -> Exception:
-    return not_found("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")
