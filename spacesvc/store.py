@@ -21,30 +21,27 @@ from spacesvc.validation import SpacesFields
 WRITE_LOCK_ID = 0x5BACE5_0002
 
 LOCK_FOR_WRITE = "SELECT pg_advisory_xact_lock($1)"
-SELECT_CONFIG = """
-SELECT id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
-       secret_version, version, created_at, updated_at, updated_by
-FROM spaces_config
-"""
+# The columns every query that returns a configuration reads (see _config).
+CONFIG_COLUMNS = """id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
+    secret_version, version, created_at, updated_at, updated_by"""
+SELECT_CONFIG = f"SELECT {CONFIG_COLUMNS} FROM spaces_config"
 INSERT_CONFIG = """
 INSERT INTO spaces_config (access_key, region, endpoint, buckets, secret_backend, updated_by)
 VALUES ($1, $2, $3, $4, $5, $6)
 RETURNING id::text
 """
-UPDATE_CONFIG = """
+UPDATE_CONFIG = f"""
 UPDATE spaces_config
 SET access_key = $1, region = $2, endpoint = $3, buckets = $4, secret_backend = $5,
     secret_stored = $6, secret_version = $7, version = $8, updated_at = now(), updated_by = $9
-RETURNING id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
-          secret_version, version, created_at, updated_at, updated_by
+RETURNING {CONFIG_COLUMNS}
 """
 DELETE_CONFIG = "DELETE FROM spaces_config"
-MOVE_SECRET = """
+MOVE_SECRET = f"""
 UPDATE spaces_config
 SET secret_backend = $1, secret_stored = true, secret_version = $2, version = version + 1,
     updated_at = now(), updated_by = $3
-RETURNING id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
-          secret_version, version, created_at, updated_at, updated_by
+RETURNING {CONFIG_COLUMNS}
 """
 
 

@@ -25,19 +25,21 @@ SELECT_PRINCIPAL = """
 SELECT id, name, role, scopes, expires_at, revoked_at, expires_at <= now() AS expired
 FROM api_tokens WHERE token_hash = $1
 """
-INSERT_TOKEN = """
+# The columns every query that describes a token reads (see _info); never the hash.
+TOKEN_COLUMNS = "id, name, role, scopes, created_at, expires_at, revoked_at"
+INSERT_TOKEN = f"""
 INSERT INTO api_tokens (name, token_hash, role, scopes, expires_at)
 VALUES ($1, $2, $3, $4, now() + $5::interval)
-RETURNING id, name, role, scopes, created_at, expires_at, revoked_at
+RETURNING {TOKEN_COLUMNS}
 """
-SELECT_TOKENS = """
-SELECT id, name, role, scopes, created_at, expires_at, revoked_at FROM api_tokens
+SELECT_TOKENS = f"""
+SELECT {TOKEN_COLUMNS} FROM api_tokens
 ORDER BY created_at, name
 """
-REVOKE_TOKEN = """
+REVOKE_TOKEN = f"""
 UPDATE api_tokens SET revoked_at = now()
 WHERE revoked_at IS NULL AND (name = $1 OR id::text = $1)
-RETURNING id, name, role, scopes, created_at, expires_at, revoked_at
+RETURNING {TOKEN_COLUMNS}
 """
 COUNT_TOKENS = "SELECT count(*) FROM api_tokens"
 
