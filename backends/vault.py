@@ -131,6 +131,11 @@ class VaultSession:
                 self._renewable = False
             except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
                 self._renewable = False
+            except hvac.exceptions.InternalServerError as error:
+                # OpenBao answers 500 "past the max TTL, cannot renew" in the last moments of a token
+                if not any("max TTL" in str(message) for message in error.errors or ()):
+                    raise
+                self._renewable = False
         if self._config.uses_approle:
             log.info("vault: logging in again with AppRole")
             self._authenticate(client)

@@ -205,8 +205,18 @@ async def viewer(tokens: Tokens) -> dict[str, str]:
     return auth(await tokens.create("viewer", ("settings:read",), name="viewer-token"))
 
 
+class AuthHeaders(dict[str, str]):
+    """``{"Authorization": "Bearer <token>"}`` whose repr hides the token.
+
+    pytest prints a failing test's arguments; the token must not be among what it prints.
+    """
+
+    def __repr__(self) -> str:
+        return "{'Authorization': 'Bearer <hidden>'}"
+
+
 def auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+    return AuthHeaders({"Authorization": f"Bearer {token}"})
 
 
 class ServerLog(logging.Handler):

@@ -120,3 +120,10 @@ async def test_debug_logging_of_the_running_service_leaks_no_secret_or_signature
     assert_hidden(log, key.secret_key, token, where="the server log")
     for material in ("Signature", "AWS4-HMAC-SHA256", "Authorization"):
         assert material not in log
+
+
+async def test_a_failing_tests_report_cannot_print_the_admin_token(admin: dict) -> None:
+    """pytest prints a failing test's arguments: the headers fixture must not spell its token."""
+    token = admin["Authorization"].removeprefix("Bearer ")
+    assert token.startswith("sps_")
+    assert_hidden(f"{admin!r} {admin!s} {[admin]}", token, where="the printed headers")

@@ -158,7 +158,12 @@ async def test_a_renewable_short_ttl_token_is_renewed_and_writes_keep_working(
 
 
 async def test_an_approle_token_past_its_max_ttl_is_replaced_by_a_new_login(
-    make_client: MakeClient, settings: Settings, openbao: OpenBao, vault_config: VaultSettings, admin: dict
+    make_client: MakeClient,
+    settings: Settings,
+    openbao: OpenBao,
+    vault_config: VaultSettings,
+    admin: dict,
+    server_log: ServerLog,
 ) -> None:
     openbao.write_policy("spacesvc-approle", policy_for("secret", vault_config.path))
     role_id, secret_id = openbao.approle("spacesvc-short", ["spacesvc-approle"], token_ttl="2s", token_max_ttl="3s")
@@ -169,6 +174,9 @@ async def test_an_approle_token_past_its_max_ttl_is_replaced_by_a_new_login(
     resp = await client.patch(SPACES, json={"secretKey": SECRET + "-later"}, headers=admin)
     assert resp.status == 200
     assert (await client.get("/readyz")).status == 200
+    # the last renewals fail ("past the max TTL"); the service logs in again without an outage
+    logged = [json.loads(line) for line in server_log.lines]
+    assert [line["msg"] for line in logged if line["level"] in ("warning", "error")] == []
 
 
 async def test_a_token_that_can_be_neither_renewed_nor_replaced_fails_readiness_with_a_log_line(
