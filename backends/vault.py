@@ -207,7 +207,10 @@ class VaultSecretBackend(SecretBackend):
         loop = asyncio.get_running_loop()
         call = functools.partial(self._run, operation, *args, authenticated=authenticated)
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._executor, call), self._deadline)
+            # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancellation that arrives
+            # as the call completes, and the token refresher would then never stop
+            async with asyncio.timeout(self._deadline):
+                return await loop.run_in_executor(self._executor, call)
         except TimeoutError:
             raise BackendUnavailable(
                 f"Vault did not answer within {self._deadline:g}s",

@@ -46,7 +46,8 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         try:
-            await asyncio.wait_for(pool.close(), POOL_CLOSE_SECONDS)
+            async with asyncio.timeout(POOL_CLOSE_SECONDS):
+                await pool.close()
         except TimeoutError:
             log.warning("PostgreSQL connections did not close within %ss; terminating them", POOL_CLOSE_SECONDS)
             pool.terminate()

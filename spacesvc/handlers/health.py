@@ -79,7 +79,8 @@ async def _backend_check(backend: SecretBackend, conn: asyncpg.Connection) -> di
 )
 async def readyz(request: web.Request) -> web.Response:
     try:
-        checks = await asyncio.wait_for(_run_checks(request), READINESS_TIMEOUT)
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            checks = await _run_checks(request)
     except TimeoutError:
         checks = {"database": _check(False, f"the checks did not finish within {READINESS_TIMEOUT:g}s")}
     failing = sorted(name for name, check in checks.items() if not check["ok"])

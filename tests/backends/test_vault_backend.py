@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -133,3 +134,20 @@ async def test_vault_namespace_is_honoured(
     assert stored["data"]["data"]["secretKey"] == SECRET
     with pytest.raises(hvac.exceptions.InvalidPath):
         openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")
+
+
+async def test_closing_the_backend_while_a_vault_call_completes_never_hangs(vault_config: VaultSettings) -> None:
+    """A service stopping during a token check must stop: the cancellation may not be lost.
+
+    (asyncio.wait_for in Python 3.11 swallows a cancellation that arrives as the call completes,
+    which left the token refresher running and the shutdown waiting for it for ever.)
+    """
+    for attempt in range(60):
+        backend = VaultSecretBackend(vault_config)
+        await backend.start()
+        await asyncio.sleep(0.001 * (attempt % 12))  # close at every stage of the first token check
+        try:
+            async with asyncio.timeout(5):
+                await backend.close()
+        except TimeoutError:
+            pytest.fail(f"close() hung (attempt {attempt + 1})", pytrace=False)
