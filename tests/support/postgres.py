@@ -64,11 +64,16 @@ def _server_user() -> pwd.struct_passwd | None:
         return ensure_user_exists("pgserver")
 
 
+class PostgresFailed(RuntimeError):
+    """A PostgreSQL command failed; the message carries its stderr and the server log's end."""
+
+
 @dataclass
 class LocalPostgres:
     data_dir: Path
     port: int
     bin_dir: Path
+    started: bool = False  # once started, a restart keeps the port: clients hold the URL
 
     @classmethod
     def create(cls, data_dir: Path, port: int | None = None) -> LocalPostgres:
@@ -82,15 +87,25 @@ class LocalPostgres:
 
     def _run(self, *args: str) -> None:
         user = _server_user()
-        subprocess.run(
+        result = subprocess.run(
             [str(self.bin_dir / args[0]), *args[1:]],
-            check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            text=True,
             user=user.pw_uid if user else None,
             group=user.pw_gid if user else None,
             cwd="/",
         )
+        if result.returncode != 0:
+            raise PostgresFailed(f"{args[0]} {args[-1]} failed: {result.stderr.strip()}\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of the server's own log (startup messages; it holds no credentials: auth is trust)."""
+        try:
+            text = (self.data_dir / "log").read_text(errors="replace")
+        except OSError:
+            return "(no server log)"
+        return "server log:\n" + "\n".join(text.splitlines()[-lines:])
 
     def init(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -104,26 +119,24 @@ class LocalPostgres:
             self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
 
     def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -F -c max_connections=200"
-        self._run(
-            "pg_ctl",
-            "-D",
-            str(self.data_dir),
-            "-w",
-            "-t",
-            "30",
-            "-l",
-            str(self.data_dir / "log"),
-            "-o",
-            options,
-            "start",
-        )
+        for attempt in range(3):
+            options = f"-h 127.0.0.1 -p {self.port} -k {self.data_dir} -F -c max_connections=200"
+            log = str(self.data_dir / "log")
+            try:
+                self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-t", "30", "-l", log, "-o", options, "start")
+                self.started = True
+                return
+            except PostgresFailed as error:
+                # free_port() can race with another process taking the port: take another one
+                if self.started or "already in use" not in str(error) or attempt == 2:
+                    raise
+                self.port = free_port()
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "immediate", "stop")
 
     def destroy(self) -> None:
-        with contextlib.suppress(subprocess.CalledProcessError):
+        with contextlib.suppress(PostgresFailed):
             self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
