@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 NONCE_BYTES = 12
 KEYS_VARIABLE = "SPACESVC_ENCRYPTION_KEYS"
 
-SELECT_CIPHERTEXT = "SELECT key_id, nonce, ciphertext FROM secret_ciphertexts WHERE owner = $1"
-SELECT_ALL_CIPHERTEXTS = "SELECT owner, key_id, nonce, ciphertext FROM secret_ciphertexts ORDER BY owner"
+CIPHERTEXT_COLUMNS = "owner, key_id, nonce, ciphertext"
+SELECT_CIPHERTEXT = f"SELECT {CIPHERTEXT_COLUMNS} FROM secret_ciphertexts WHERE owner = $1"
+SELECT_ALL_CIPHERTEXTS = f"SELECT {CIPHERTEXT_COLUMNS} FROM secret_ciphertexts ORDER BY owner"
 UPSERT_CIPHERTEXT = """
 INSERT INTO secret_ciphertexts (owner, key_id, nonce, ciphertext, updated_at)
 VALUES ($1, $2, $3, $4, now())
@@ -52,7 +53,7 @@ class DbSecretBackend(SecretBackend):
         row = await conn.fetchrow(SELECT_CIPHERTEXT, location.owner)
         if row is None:
             return None
-        return self._decrypt(location.owner, row["key_id"], row["nonce"], row["ciphertext"])
+        return self._decrypt(row)
 
     async def write(self, conn: asyncpg.Connection, location: SecretLocation, secret: str) -> int | None:
         nonce = os.urandom(NONCE_BYTES)
@@ -67,7 +68,7 @@ class DbSecretBackend(SecretBackend):
         rows = await conn.fetch(SELECT_ALL_CIPHERTEXTS)
         try:
             for row in rows:
-                self._decrypt(row["owner"], row["key_id"], row["nonce"], row["ciphertext"])
+                self._decrypt(row)
         except SecretUnreadable as error:
             return Health(False, str(error))
         return Health(True, f"{len(rows)} stored secret(s) decrypt; encrypting with key {self._primary_kid!r}")
@@ -79,12 +80,14 @@ class DbSecretBackend(SecretBackend):
             for row in await conn.fetch(SELECT_ALL_CIPHERTEXTS + " FOR UPDATE"):
                 if row["key_id"] == self._primary_kid:
                     continue
-                secret = self._decrypt(row["owner"], row["key_id"], row["nonce"], row["ciphertext"])
+                secret = self._decrypt(row)
                 await self.write(conn, SecretLocation(row["owner"]), secret)
                 changed += 1
         return changed
 
-    def _decrypt(self, owner: str, kid: str, nonce: bytes, ciphertext: bytes) -> str:
+    def _decrypt(self, row: asyncpg.Record) -> str:
+        """A stored ciphertext row (CIPHERTEXT_COLUMNS) back to its secret, or SecretUnreadable."""
+        kid = row["key_id"]
         cipher = self._ciphers.get(kid)
         if cipher is None:
             raise SecretUnreadable(
@@ -92,7 +95,7 @@ class DbSecretBackend(SecretBackend):
                 hint=f"Add the key {kid!r} back to {KEYS_VARIABLE} (after the current first key).",
             )
         try:
-            return cipher.decrypt(nonce, ciphertext, associated_data(owner)).decode()
+            return cipher.decrypt(row["nonce"], row["ciphertext"], associated_data(row["owner"])).decode()
         except InvalidTag:
             raise SecretUnreadable(
                 f"the stored secretKey does not decrypt with key id {kid!r} "

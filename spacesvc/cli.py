@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import logging
 import secrets
@@ -22,7 +21,7 @@ from spacesvc import db, embedded, store
 from spacesvc.app import create_app
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
-from spacesvc.settings import ConfigError, Settings
+from spacesvc.settings import ConfigError, Settings, new_encryption_key
 from spacesvc.tokens import (
     ROLES,
     SCOPES,
@@ -80,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         configure_logging(settings.log_level)
         if args.command == "secrets" and args.action == "genkey":
-            print(f"k{secrets.token_hex(4)}:{base64.b64encode(secrets.token_bytes(32)).decode()}")
+            print(new_encryption_key(f"k{secrets.token_hex(4)}"))
             return 0
         settings = embedded.resolve(settings)
         if args.command == "serve":
@@ -119,18 +118,17 @@ async def _connect_with_retry(settings: Settings, wait: float) -> asyncpg.Connec
             await asyncio.sleep(0.5)
 
 
-async def _migrate(settings: Settings) -> list[str]:
-    async with connection(settings, STARTUP_DB_WAIT_SECONDS) as conn:
-        applied = await migrate(conn)
+async def _apply_migrations(conn: asyncpg.Connection) -> list[str]:
+    applied = await migrate(conn)
     for name in applied:
         log.info("applied migration %s", name)
     return applied
 
 
 async def serve(settings: Settings, host: str, port: int) -> None:
-    await _migrate(settings)
     first_token = None
-    async with connection(settings) as conn:
+    async with connection(settings, STARTUP_DB_WAIT_SECONDS) as conn:
+        await _apply_migrations(conn)
         if await count_tokens(conn) == 0:
             # a replica starting at the same moment may create (and print) it first
             with contextlib.suppress(TokenError):
@@ -160,7 +158,8 @@ async def serve(settings: Settings, host: str, port: int) -> None:
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
-    applied = await _migrate(settings)
+    async with connection(settings, STARTUP_DB_WAIT_SECONDS) as conn:
+        applied = await _apply_migrations(conn)
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "; up to date"))
 
 

@@ -5,14 +5,12 @@ Used when SPACESVC_DATABASE_URL is unset, so ``spacesvc serve`` works on a fresh
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
-import secrets
 import warnings
 from pathlib import Path
 
-from spacesvc.settings import ConfigError, EncryptionKey, Settings, parse_encryption_keys
+from spacesvc.settings import ConfigError, EncryptionKey, Settings, new_encryption_key, parse_encryption_keys
 
 log = logging.getLogger("spacesvc.embedded")
 
@@ -67,10 +65,9 @@ def start_postgres(pgdata: Path) -> str:
 def load_or_create_key_file(path: Path) -> tuple[EncryptionKey, ...]:
     """The db backend's keyring from the data dir, generated (mode 0600) on first use."""
     if not path.exists():
-        key = base64.b64encode(secrets.token_bytes(32)).decode()
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
-            handle.write(f"k1:{key}\n")
+            handle.write(new_encryption_key("k1") + "\n")
         log.warning(
             "generated an encryption key file at %s (mode 0600); in production set "
             "SPACESVC_ENCRYPTION_KEYS and keep the key outside the data directory",

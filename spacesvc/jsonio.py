@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from spacesvc.errors import validation_error
+
+
+def timestamp(moment: datetime) -> str:
+    """A moment as JSON shows it here: UTC, milliseconds, ``Z`` (``2026-01-02T03:04:05.678Z``)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:

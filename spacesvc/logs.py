@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 
 import orjson
 
+from spacesvc.jsonio import timestamp
+
 # Attributes a LogRecord always has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -19,7 +21,7 @@ QUIET_LIBRARIES = ("pgserver", "botocore", "aiobotocore", "urllib3", "hvac", "re
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "ts": timestamp(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

@@ -34,6 +34,11 @@ class RateBudget:
     seconds: int
 
     @classmethod
+    def from_env(cls, env: Mapping[str, str], variable: str, *, default: RateBudget | None) -> RateBudget | None:
+        text = _get(env, variable)
+        return default if text is None else cls.parse(text, variable)
+
+    @classmethod
     def parse(cls, text: str, variable: str) -> RateBudget | None:
         """``N/S`` (e.g. ``600/60``), or ``off`` for no limit."""
         if text.strip().lower() == "off":
@@ -112,7 +117,7 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        backend = _get(env, "SPACESVC_SECRET_BACKEND") or "db"
+        backend = _get(env, "SPACESVC_SECRET_BACKEND") or cls.secret_backend
         if backend not in BACKEND_NAMES:
             raise ConfigError(
                 f"SPACESVC_SECRET_BACKEND={backend!r} is not a secret backend; "
@@ -135,21 +140,19 @@ class Settings:
             cacert=_get(env, "VAULT_CACERT"),
             role_id=_get(env, "SPACESVC_VAULT_ROLE_ID"),
             secret_id=_get(env, "SPACESVC_VAULT_SECRET_ID"),
-            mount=_get(env, "SPACESVC_VAULT_MOUNT") or "secret",
-            path=_get(env, "SPACESVC_VAULT_PATH") or "spacesvc/spaces",
+            mount=_get(env, "SPACESVC_VAULT_MOUNT") or VaultSettings.mount,
+            path=_get(env, "SPACESVC_VAULT_PATH") or VaultSettings.path,
         )
         if backend == "vault":
             vault.validate()
-        rate_limit = RateBudget.parse(_get(env, "SPACESVC_RATE_LIMIT") or "600/60", "SPACESVC_RATE_LIMIT")
-        auth_failure_limit = RateBudget.parse(
-            _get(env, "SPACESVC_AUTH_FAILURE_LIMIT") or "30/60", "SPACESVC_AUTH_FAILURE_LIMIT"
-        )
-        log_level = (_get(env, "SPACESVC_LOG_LEVEL") or "INFO").upper()
+        rate_limit = RateBudget.from_env(env, "SPACESVC_RATE_LIMIT", default=cls.rate_limit)
+        auth_failure_limit = RateBudget.from_env(env, "SPACESVC_AUTH_FAILURE_LIMIT", default=cls.auth_failure_limit)
+        log_level = (_get(env, "SPACESVC_LOG_LEVEL") or cls.log_level).upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("SPACESVC_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
         return cls(
             database_url=database_url,
-            data_dir=Path(_get(env, "SPACESVC_DATA_DIR") or ".spacesvc"),
+            data_dir=Path(_get(env, "SPACESVC_DATA_DIR") or cls.data_dir),
             secret_backend=backend,
             encryption_keys=keys,
             spaces_secret_key=env.get("SPACESVC_SPACES_SECRET_KEY") or None,
@@ -163,6 +166,11 @@ class Settings:
 def _get(env: Mapping[str, str], name: str) -> str | None:
     value = env.get(name, "").strip()
     return value or None
+
+
+def new_encryption_key(kid: str) -> str:
+    """A fresh random AES-256 key as one ``kid:base64key`` entry of SPACESVC_ENCRYPTION_KEYS."""
+    return f"{kid}:{base64.b64encode(os.urandom(32)).decode()}"
 
 
 def parse_encryption_keys(raw: str | None, variable: str = "SPACESVC_ENCRYPTION_KEYS") -> tuple[EncryptionKey, ...]:

@@ -72,10 +72,20 @@ def endpoint_url(endpoint: str) -> str:
     return endpoint.rstrip("/") if "://" in endpoint else f"https://{endpoint}"
 
 
+def error_code(error: ClientError) -> str:
+    """The S3 error code of an answer (``AccessDenied``, ``NoSuchBucket``, or the HTTP status)."""
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def is_scoped_key(error: ClientError) -> bool:
+    """An AccessDenied on ListBuckets: the key is valid but limited to certain buckets."""
+    return error_code(error) == "AccessDenied"
+
+
 def reason(error: BaseException) -> str:
     """Why a call failed, for people: never the exception text, which may quote the request."""
     if isinstance(error, ClientError):
-        code = str(error.response.get("Error", {}).get("Code", ""))
+        code = error_code(error)
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         if code in ("404", "NoSuchBucket"):
             return "the bucket does not exist"
@@ -174,7 +184,7 @@ class StorageClient:
         try:
             found = await self.list_buckets(target)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "AccessDenied":
+            if is_scoped_key(error):
                 return TestReport(
                     True,
                     f"Connected to {where}: the key is valid but may not list buckets (a bucket-scoped key).",

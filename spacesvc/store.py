@@ -16,7 +16,7 @@ import asyncpg
 
 from backends import SecretBackend, SecretLocation, SecretUnreadable
 from spacesvc.errors import ApiError, ErrorCode, validation_error
-from spacesvc.validation import SpacesFields
+from spacesvc.validation import SpacesFields, SpacesInput
 
 WRITE_LOCK_ID = 0x5BACE5_0002
 
@@ -64,14 +64,6 @@ class SpacesConfig:
     @property
     def secret_location(self) -> SecretLocation:
         return SecretLocation(self.id, self.secret_version)
-
-
-@dataclass(frozen=True)
-class Desired:
-    """What a write wants stored: the fields and, if given, a new secret."""
-
-    fields: SpacesFields
-    secret: str | None
 
 
 @dataclass(frozen=True)
@@ -125,10 +117,16 @@ async def get_config(conn: asyncpg.Connection) -> SpacesConfig | None:
     return _config(row) if row is not None else None
 
 
+async def _lock_for_write(conn: asyncpg.Connection) -> SpacesConfig | None:
+    """Inside a transaction: wait for the write lock, then read the configuration it guards."""
+    await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
+    return await get_config(conn)
+
+
 async def write_config(
     conn: asyncpg.Connection,
     backend: SecretBackend,
-    build: Callable[[SpacesConfig | None], Desired],
+    build: Callable[[SpacesConfig | None], SpacesInput],
     *,
     actor: str,
     preconditions: Preconditions = Preconditions(),
@@ -139,8 +137,7 @@ async def write_config(
     none) and returns what to store; it may raise an ApiError, which rolls everything back.
     """
     async with conn.transaction():
-        await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
-        current = await get_config(conn)
+        current = await _lock_for_write(conn)
         preconditions.check(current)
         desired = build(current)
         if current is None:
@@ -148,7 +145,7 @@ async def write_config(
         return await _update(conn, backend, current, desired, actor)
 
 
-async def _create(conn: asyncpg.Connection, backend: SecretBackend, desired: Desired, actor: str) -> WriteOutcome:
+async def _create(conn: asyncpg.Connection, backend: SecretBackend, desired: SpacesInput, actor: str) -> WriteOutcome:
     if desired.secret is None and backend.writable:
         raise validation_error(
             "secretKey is required when the Spaces configuration is first created.",
@@ -169,7 +166,7 @@ async def _create(conn: asyncpg.Connection, backend: SecretBackend, desired: Des
 
 
 async def _update(
-    conn: asyncpg.Connection, backend: SecretBackend, current: SpacesConfig, desired: Desired, actor: str
+    conn: asyncpg.Connection, backend: SecretBackend, current: SpacesConfig, desired: SpacesInput, actor: str
 ) -> WriteOutcome:
     secret_stored, secret_version = current.secret_stored, current.secret_version
     secret_changed = False
@@ -229,8 +226,7 @@ async def delete_config(
 ) -> SpacesConfig | None:
     """Remove the row and its secret together; returns what was removed (None: nothing was)."""
     async with conn.transaction():
-        await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
-        current = await get_config(conn)
+        current = await _lock_for_write(conn)
         if current is None:
             return None
         preconditions.check(current)
@@ -246,8 +242,7 @@ async def move_secret(
     """Copy the secret from ``source`` to ``target``, confirm it reads back, then point the row
     at the target and remove the source copy; any failure before that keeps the source as it was."""
     async with conn.transaction():
-        await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
-        current = await get_config(conn)
+        current = await _lock_for_write(conn)
         if current is None:
             raise SecretMoveError("nothing is configured: there is no secret to move")
         if current.secret_backend == target.name:

@@ -9,7 +9,7 @@ from typing import Any
 from marshmallow import ValidationError
 
 from spacesvc.errors import ApiError, readonly_field, validation_error
-from spacesvc.schemas import DEFAULT_REGION, READONLY_FIELDS, SpacesConfigInput
+from spacesvc.schemas import DEFAULT_REGION, READONLY_FIELDS, SpacesConfigInput, default_endpoint
 
 READONLY_HINTS = {
     "id": "The id is assigned by the server.",
@@ -34,10 +34,15 @@ class SpacesFields:
     endpoint: str | None = None
     buckets: tuple[str, ...] = ()
 
+    @property
+    def effective_endpoint(self) -> str:
+        """The endpoint requests go to: the stored one, or the region's DigitalOcean Spaces host."""
+        return self.endpoint or default_endpoint(self.region)
+
 
 @dataclass(frozen=True)
 class SpacesInput:
-    """What a PUT asks for: the fields, and a new secret if one was sent (None keeps the stored one)."""
+    """A configuration to store: the fields, and a new secret if one was given (None keeps the stored one)."""
 
     fields: SpacesFields
     secret: str | None

@@ -15,15 +15,14 @@ from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, authorize, requires
 from spacesvc.errors import ApiError, DependencyUnavailable, ErrorCode, not_configured, validation_error
 from spacesvc.jsonio import json_response, read_json_object
 from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
-from spacesvc.schemas import BucketListSchema, ConnectionTestSchema, SpacesConfigInput, default_endpoint
-from spacesvc.storage import Target, endpoint_url, reason
+from spacesvc.schemas import BucketListSchema, ConnectionTestSchema, SpacesConfigInput
+from spacesvc.storage import Target, endpoint_url, is_scoped_key, reason
 from spacesvc.typedefs import PRINCIPAL, SECRET_BACKEND, STORAGE
 from spacesvc.validation import SpacesFields, parse_put
 
 
-def target_for(config_fields: SpacesFields, secret: str) -> Target:
-    endpoint = config_fields.endpoint or default_endpoint(config_fields.region)
-    return Target(endpoint, config_fields.region, config_fields.access_key, secret)
+def target_for(fields: SpacesFields, secret: str) -> Target:
+    return Target(fields.effective_endpoint, fields.region, fields.access_key, secret)
 
 
 def _no_secret() -> ApiError:
@@ -121,7 +120,7 @@ class SpacesBucketsView(web.View):
         try:
             found = await self.request.app[STORAGE].list_buckets(target)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "AccessDenied":
+            if is_scoped_key(error):
                 return json_response(
                     {
                         "buckets": [],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from contextlib import AbstractAsyncContextManager
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,18 +14,17 @@ from backends import SecretBackend
 from spacesvc import db, store
 from spacesvc.auth import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.errors import not_configured, readonly_field, validation_error
-from spacesvc.jsonio import json_response, read_json_object
+from spacesvc.jsonio import json_response, read_json_object, timestamp
 from spacesvc.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.schemas import (
     SpacesConfigEnvelopeSchema,
     SpacesConfigInput,
     SpacesStatusSchema,
     SuccessSchema,
-    default_endpoint,
 )
-from spacesvc.store import Desired, Preconditions, SpacesConfig
+from spacesvc.store import Preconditions, SpacesConfig
 from spacesvc.typedefs import PRINCIPAL, SECRET_BACKEND
-from spacesvc.validation import parse_patch, parse_put
+from spacesvc.validation import SpacesInput, parse_patch, parse_put
 
 ETAG_VALUE = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 IF_MATCH_PARAM = {
@@ -45,10 +43,6 @@ IF_NONE_MATCH_PARAM = {
 }
 
 
-def timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def present(config: SpacesConfig, backend: SecretBackend) -> dict[str, Any]:
     """The configuration as clients see it: BRIDGEPORT's fields plus the read-only extras, no secret."""
     fields = config.fields
@@ -56,7 +50,7 @@ def present(config: SpacesConfig, backend: SecretBackend) -> dict[str, Any]:
         "id": config.id,
         "accessKey": fields.access_key,
         "region": fields.region,
-        "endpoint": fields.endpoint or default_endpoint(fields.region),
+        "endpoint": fields.effective_endpoint,
         "buckets": list(fields.buckets),
         "hasSecretKey": backend.has_secret(config.secret_stored),
         "secretBackend": config.secret_backend,
@@ -140,7 +134,7 @@ class SpacesSettingsView(web.View):
             outcome = await store.write_config(
                 conn,
                 self.backend,
-                lambda current: Desired(wanted.fields, wanted.secret),
+                lambda current: wanted,
                 actor=self.request[PRINCIPAL].name,
                 preconditions=conditions,
             )
@@ -167,10 +161,10 @@ class SpacesSettingsView(web.View):
         patch = parse_patch(await read_json_object(self.request))
         self._refuse_unwritable_secret(patch.secret, "PATCH")
 
-        def build(current: SpacesConfig | None) -> Desired:
+        def build(current: SpacesConfig | None) -> SpacesInput:
             if current is None:
                 raise not_configured()
-            return Desired(patch.apply(current.fields), patch.secret)
+            return SpacesInput(patch.apply(current.fields), patch.secret)
 
         async with self.connection() as conn:
             outcome = await store.write_config(
