@@ -1,52 +1,80 @@
 """Secret backends: where the Spaces ``secretKey`` is kept.
 
-A backend is chosen by name (``SPACESVC_SECRET_BACKEND``); this package must not import
-``spacesvc`` at module level, so the settings module can ask it for the valid names.
+Each module here other than ``base`` defines one backend, which registers itself by name when
+its module is imported (``SecretBackend.__init_subclass__``). ``available()`` imports them all,
+so adding a backend is adding a module: the settings, the CLI, the schemas and the docs' table
+take their list from here.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import functools
+import importlib
+import pkgutil
+from collections.abc import Mapping
 
 from backends.base import (
+    BackendSettings,
     BackendUnavailable,
     Health,
     ReadOnlyBackend,
     SecretBackend,
     SecretLocation,
     SecretUnreadable,
+    registered,
 )
+from spacesvc.errors import ConfigError
 
-if TYPE_CHECKING:
-    from spacesvc.settings import Settings
-
-BACKEND_NAMES: tuple[str, ...] = ("db", "env", "vault")
+INFRASTRUCTURE = frozenset({"base"})
 
 
-def create_backend(settings: Settings) -> SecretBackend:
-    """Build the backend named by the settings (already validated against BACKEND_NAMES)."""
-    if settings.secret_backend == "db":
-        from backends.db import DbSecretBackend
+@functools.cache
+def available() -> Mapping[str, type[SecretBackend]]:
+    """Every backend, by name (sorted): each module of this package is imported once."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in INFRASTRUCTURE and not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+    return dict(sorted(registered().items()))
 
-        return DbSecretBackend(settings.encryption_keys)
-    if settings.secret_backend == "env":
-        from backends.env import EnvSecretBackend
 
-        return EnvSecretBackend(settings.spaces_secret_key)
-    if settings.secret_backend == "vault":
-        from backends.vault import VaultSecretBackend
+def names() -> tuple[str, ...]:
+    return tuple(available())
 
-        return VaultSecretBackend(settings.vault)
-    raise ValueError(f"unknown secret backend {settings.secret_backend!r}")
+
+def backend_class(name: str) -> type[SecretBackend]:
+    """The backend called ``name``; an unknown name is a configuration error naming the choices."""
+    try:
+        return available()[name]
+    except KeyError:
+        raise ConfigError(
+            f"SPACESVC_SECRET_BACKEND={name!r} is not a secret backend; choose one of: {', '.join(names())}"
+        ) from None
+
+
+def backend_for(settings: BackendSettings) -> type[SecretBackend]:
+    """The backend that ``settings`` configure."""
+    for backend in available().values():
+        if isinstance(settings, backend.settings_class):
+            return backend
+    raise TypeError(f"{type(settings).__name__} configures no registered secret backend")
+
+
+def create_backend(settings: BackendSettings) -> SecretBackend:
+    """Build the backend ``settings`` configure (no I/O; ``start()`` begins its background work)."""
+    return backend_for(settings)(settings)
 
 
 __all__ = [
-    "BACKEND_NAMES",
+    "BackendSettings",
     "BackendUnavailable",
     "Health",
     "ReadOnlyBackend",
     "SecretBackend",
     "SecretLocation",
     "SecretUnreadable",
+    "available",
+    "backend_class",
+    "backend_for",
     "create_backend",
+    "names",
 ]

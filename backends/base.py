@@ -1,23 +1,27 @@
-"""The secret-backend interface every backend implements, and the errors it may raise."""
+"""The secret-backend interface every backend implements, the errors it may raise, and the
+registry that every backend joins by subclassing ``SecretBackend``."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Self
 
 import asyncpg
 
+from spacesvc.errors import Unavailable
 
-class BackendUnavailable(Exception):
+
+class BackendUnavailable(Unavailable):
     """The backend cannot serve right now; answered as 503 SERVICE_UNAVAILABLE.
 
     The message must never contain the secret or any credential.
     """
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
+        super().__init__("secret_backend", message, hint=hint)
 
 
 class ReadOnlyBackend(Exception):
@@ -46,8 +50,29 @@ class Health:
     detail: str
 
 
+class BackendSettings:
+    """A backend's own configuration: a frozen dataclass in the backend's module, read from the
+    environment by ``from_env``, which raises ``ConfigError`` naming the variable at fault."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, embedded: bool) -> Self:
+        """``embedded``: the database is the embedded default (SPACESVC_DATABASE_URL unset)."""
+        raise NotImplementedError
+
+    def for_embedded(self, data_dir: Path) -> Self:
+        """With the embedded database: fill in what the data directory provides (the default: nothing)."""
+        return self
+
+
+_REGISTRY: dict[str, type[SecretBackend]] = {}
+
+
 class SecretBackend(ABC):
     """Keeps one secret per configuration.
+
+    A subclass that sets ``name`` registers itself under it: that name is what
+    SPACESVC_SECRET_BACKEND selects, what a configuration row records, and what the docs list.
+    It reads its own variables (``settings_class.from_env``) and is built from those settings.
 
     ``conn`` is the PostgreSQL connection of the surrounding write transaction: a backend that
     stores into PostgreSQL uses it so the row and its secret commit together; one that stores
@@ -55,9 +80,28 @@ class SecretBackend(ABC):
     """
 
     name: ClassVar[str]
+    # One line for the docs: where the secret lives.
+    summary: ClassVar[str]
+    # The variables the backend reads, each with what it means (the docs' table).
+    variables: ClassVar[Mapping[str, str]]
+    settings_class: ClassVar[type[BackendSettings]]
     writable: ClassVar[bool] = True
     # Shown as the hint when a client sends a secret to a backend that is not writable.
     read_only_hint: ClassVar[str | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:
+            return
+        registered = _REGISTRY.get(name)
+        if registered is not None and registered.__qualname__ != cls.__qualname__:
+            raise TypeError(f"two secret backends are named {name!r}: {registered.__qualname__} and {cls.__qualname__}")
+        _REGISTRY[name] = cls
+
+    @abstractmethod
+    def __init__(self, settings: Any) -> None:
+        """Build the backend from its ``settings_class`` instance; does no I/O."""
 
     @abstractmethod
     async def read(self, conn: asyncpg.Connection, location: SecretLocation) -> str | None:
@@ -87,3 +131,8 @@ class SecretBackend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - an optional hook, not abstract
         """Release what the backend holds; the default holds nothing."""
+
+
+def registered() -> Mapping[str, type[SecretBackend]]:
+    """The backends registered so far, by name (``backends.available()`` loads them all first)."""
+    return _REGISTRY

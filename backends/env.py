@@ -5,25 +5,41 @@ It is read-only through the API: an operator changes the variable and restarts t
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar, Self
 
 import asyncpg
 
-from backends.base import Health, ReadOnlyBackend, SecretBackend, SecretLocation
+from backends.base import BackendSettings, Health, ReadOnlyBackend, SecretBackend, SecretLocation
 
 SECRET_VARIABLE = "SPACESVC_SPACES_SECRET_KEY"
 
 
+@dataclass(frozen=True)
+class EnvSettings(BackendSettings):
+    secret: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, embedded: bool) -> Self:
+        return cls(env.get(SECRET_VARIABLE) or None)
+
+
 class EnvSecretBackend(SecretBackend):
     name: ClassVar[str] = "env"
+    summary: ClassVar[str] = f"the environment variable {SECRET_VARIABLE}; read-only through the API"
+    variables: ClassVar[Mapping[str, str]] = {
+        SECRET_VARIABLE: "the secret itself; unset: the service starts and `hasSecretKey` is false",
+    }
+    settings_class: ClassVar[type[BackendSettings]] = EnvSettings
     writable: ClassVar[bool] = False
     read_only_hint: ClassVar[str | None] = (
         f"The secret backend is 'env': set {SECRET_VARIABLE} in the service's environment "
         "and restart it; omit secretKey from the request."
     )
 
-    def __init__(self, secret: str | None) -> None:
-        self._secret = secret
+    def __init__(self, settings: EnvSettings) -> None:
+        self._secret = settings.secret
 
     async def read(self, conn: asyncpg.Connection, location: SecretLocation) -> str | None:
         return self._secret

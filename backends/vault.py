@@ -18,19 +18,19 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Self, TypeVar
 
 import asyncpg
 import hvac
 import hvac.exceptions
 import requests
 
-from backends.base import BackendUnavailable, Health, SecretBackend, SecretLocation
-
-if TYPE_CHECKING:
-    from spacesvc.settings import VaultSettings
+from backends.base import BackendSettings, BackendUnavailable, Health, SecretBackend, SecretLocation
+from spacesvc.errors import ConfigError
 
 log = logging.getLogger("spacesvc.vault")
 
@@ -40,6 +40,64 @@ WORKERS = 4
 NEVER = float("inf")
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class VaultSettings(BackendSettings):
+    addr: str | None = None
+    token: str | None = field(default=None, repr=False)
+    namespace: str | None = None
+    cacert: str | None = None
+    role_id: str | None = None
+    secret_id: str | None = field(default=None, repr=False)
+    mount: str = "secret"
+    path: str = "spacesvc/spaces"
+    # hvac's HTTP timeout; a call is abandoned after ``timeout + 1`` s, well inside a request's life.
+    timeout: float = 3.0
+
+    @property
+    def uses_approle(self) -> bool:
+        return self.role_id is not None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], *, embedded: bool) -> Self:
+        def get(name: str) -> str | None:
+            return env.get(name, "").strip() or None
+
+        settings = cls(
+            addr=get("VAULT_ADDR"),
+            token=get("VAULT_TOKEN"),
+            namespace=get("VAULT_NAMESPACE"),
+            cacert=get("VAULT_CACERT"),
+            role_id=get("SPACESVC_VAULT_ROLE_ID"),
+            secret_id=get("SPACESVC_VAULT_SECRET_ID"),
+            mount=get("SPACESVC_VAULT_MOUNT") or cls.mount,
+            path=get("SPACESVC_VAULT_PATH") or cls.path,
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the variable if the vault backend cannot work with these."""
+        if self.addr is None:
+            raise ConfigError("VAULT_ADDR is required with SPACESVC_SECRET_BACKEND=vault (e.g. https://vault:8200)")
+        if not self.addr.startswith(("http://", "https://")):
+            raise ConfigError("VAULT_ADDR must be an http:// or https:// URL")
+        if (self.role_id is None) != (self.secret_id is None):
+            missing = "SPACESVC_VAULT_SECRET_ID" if self.secret_id is None else "SPACESVC_VAULT_ROLE_ID"
+            raise ConfigError(f"{missing} is required for AppRole login (set both role and secret id)")
+        if self.token is not None and self.role_id is not None:
+            raise ConfigError("set either VAULT_TOKEN or SPACESVC_VAULT_ROLE_ID/SPACESVC_VAULT_SECRET_ID, not both")
+        if self.token is None and self.role_id is None:
+            raise ConfigError(
+                "VAULT_TOKEN (or SPACESVC_VAULT_ROLE_ID and SPACESVC_VAULT_SECRET_ID) is required "
+                "with SPACESVC_SECRET_BACKEND=vault"
+            )
+        if self.cacert is not None and not Path(self.cacert).is_file():
+            raise ConfigError(f"VAULT_CACERT={self.cacert}: no such file")
+        for variable, value in (("SPACESVC_VAULT_MOUNT", self.mount), ("SPACESVC_VAULT_PATH", self.path)):
+            if not value or value != value.strip("/") or "//" in value or any(c.isspace() for c in value):
+                raise ConfigError(f"{variable}={value!r} must be a path without leading or trailing '/'")
 
 
 def policy_for(mount: str, path: str) -> str:
@@ -158,6 +216,16 @@ class VaultSession:
 
 class VaultSecretBackend(SecretBackend):
     name: ClassVar[str] = "vault"
+    summary: ClassVar[str] = "HashiCorp Vault or OpenBao, KV v2, through hvac"
+    variables: ClassVar[Mapping[str, str]] = {
+        "VAULT_ADDR": "Vault's address (`https://vault:8200`); required",
+        "VAULT_TOKEN": "a token; or, instead, AppRole:",
+        "SPACESVC_VAULT_ROLE_ID, SPACESVC_VAULT_SECRET_ID": "AppRole login (recommended)",
+        "VAULT_NAMESPACE, VAULT_CACERT": "as the Vault CLI reads them",
+        "SPACESVC_VAULT_MOUNT, SPACESVC_VAULT_PATH": "the KV v2 mount (default `secret`) and path "
+        "(default `spacesvc/spaces`); the secret is the data key `secretKey`",
+    }
+    settings_class: ClassVar[type[BackendSettings]] = VaultSettings
     writable: ClassVar[bool] = True
 
     def __init__(self, config: VaultSettings) -> None:

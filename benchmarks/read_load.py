@@ -28,7 +28,8 @@ import requests
 
 from benchmarks import print_table
 from spacesvc.migrate import migrate
-from spacesvc.tokens import SCOPES, create_token
+from spacesvc.tokens.model import SCOPES
+from spacesvc.tokens.queries import create_token
 from tests.support.postgres import LocalPostgres, free_port
 
 LUA = """
@@ -46,6 +47,14 @@ async def prepare(url: str) -> str:
     return token
 
 
+def _figure(pattern: str, report: str) -> str:
+    """One figure from wrk's report; a report without it is a failed run."""
+    match = re.search(pattern, report)
+    if match is None:
+        raise RuntimeError(f"wrk's report has no {pattern!r}:\n{report}")
+    return match[1]
+
+
 def wrk(url: str, seconds: int, connections: int, script: Path, token: str) -> dict[str, str]:
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
@@ -54,9 +63,9 @@ def wrk(url: str, seconds: int, connections: int, script: Path, token: str) -> d
         text=True,
         check=True,
     ).stdout
-    figures = {"req/s": re.search(r"Requests/sec:\s+([\d.]+)", out)[1]}
+    figures = {"req/s": _figure(r"Requests/sec:\s+([\d.]+)", out)}
     for percentile in ("50%", "99%"):
-        figures[f"p{percentile[:-1]}"] = re.search(rf"\s{percentile}\s+(\S+)", out)[1]
+        figures[f"p{percentile[:-1]}"] = _figure(rf"\s{percentile}\s+(\S+)", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     figures["non-2xx"] = errors[1] if errors else "0"
     return figures

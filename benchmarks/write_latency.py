@@ -22,11 +22,14 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
+from backends.db import DbSettings, EncryptionKey
+from backends.vault import VaultSettings
 from benchmarks import print_table
 from spacesvc.app import create_app
 from spacesvc.migrate import migrate
-from spacesvc.settings import EncryptionKey, Settings, VaultSettings
-from spacesvc.tokens import SCOPES, create_token
+from spacesvc.settings import Settings
+from spacesvc.tokens.model import SCOPES
+from spacesvc.tokens.queries import create_token
 from tests.support.openbao import OpenBao
 from tests.support.postgres import LocalPostgres, free_port
 
@@ -80,8 +83,8 @@ async def main(requests: int) -> None:
             conn = await asyncpg.connect(pg.url)
             await migrate(conn)
             await conn.close()
-            base = Settings(database_url=pg.url, encryption_keys=(EncryptionKey("k1", os.urandom(32)),))
-            vault = base.with_changes(secret_backend="vault", vault=VaultSettings(addr=bao.addr, token=bao.root_token))
+            base = Settings(database_url=pg.url, secrets=DbSettings((EncryptionKey("k1", os.urandom(32)),)))
+            vault = base.with_changes(secrets=VaultSettings(addr=bao.addr, token=bao.root_token))
             results = {"db (baseline)": await measure(base, requests), "vault": await measure(vault, requests)}
         finally:
             bao.stop()

@@ -6,55 +6,32 @@ when it stops.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from backends import create_backend
-from spacesvc import __version__, db, idempotency
-from spacesvc.handlers.connection import SpacesBucketsView, SpacesTestView
-from spacesvc.handlers.health import healthz, readyz
-from spacesvc.handlers.spaces import SpacesSettingsView
-from spacesvc.idempotency import idempotency_middleware
-from spacesvc.middlewares import (
-    auth_middleware,
-    error_middleware,
-    rate_limit_middleware,
-    request_context_middleware,
-)
-from spacesvc.openapi import setup_openapi
-from spacesvc.ratelimit import RateLimits
+from spacesvc import __version__, postgres
+from spacesvc.health import healthz, readyz
+from spacesvc.http import idempotency
+from spacesvc.http.authentication import authentication_middleware
+from spacesvc.http.envelope import error_middleware
+from spacesvc.http.idempotency import idempotency_middleware
+from spacesvc.http.openapi import setup_openapi
+from spacesvc.http.ratelimit import RateLimits, rate_limit_middleware
+from spacesvc.http.request_context import request_context_middleware
+from spacesvc.s3 import S3Client
 from spacesvc.settings import Settings
-from spacesvc.storage import StorageClient
-from spacesvc.typedefs import POOL, RATE_LIMITS, SECRET_BACKEND, SETTINGS, STORAGE
+from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
+from spacesvc.spaces.views import SpacesSettingsView
+from spacesvc.typedefs import RATE_LIMITS, S3, SECRET_BACKEND, SETTINGS
 
 log = logging.getLogger("spacesvc")
 
-# Shutdown never waits longer than this for connections still busy.
-POOL_CLOSE_SECONDS = 10.0
-
-
-async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    assert settings.database_url is not None
-    log.info("connecting to PostgreSQL at %s", db.masked_dsn(settings.database_url))
-    pool = await db.create_pool(settings)
-    app[POOL] = pool
-    try:
-        yield
-    finally:
-        try:
-            async with asyncio.timeout(POOL_CLOSE_SECONDS):
-                await pool.close()
-        except TimeoutError:
-            log.warning("PostgreSQL connections did not close within %ss; terminating them", POOL_CLOSE_SECONDS)
-            pool.terminate()
-
 
 async def secret_backend_ctx(app: web.Application) -> AsyncIterator[None]:
-    backend = create_backend(app[SETTINGS])
+    backend = create_backend(app[SETTINGS].secrets)
     app[SECRET_BACKEND] = backend
     log.info("secret backend: %s", backend.name)
     await backend.start()
@@ -67,21 +44,21 @@ async def secret_backend_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
+        # outermost first
         middlewares=[
             request_context_middleware,
             error_middleware,
-            auth_middleware,
+            authentication_middleware,
             rate_limit_middleware,
             idempotency_middleware,
         ],
     )
     app[SETTINGS] = settings
     app[RATE_LIMITS] = RateLimits.from_budgets(settings.rate_limit, settings.auth_failure_limit)
-    app.cleanup_ctx.extend([pool_ctx, secret_backend_ctx, idempotency.cleanup_ctx])
-    app[STORAGE] = StorageClient()
-    app.router.add_view(SpacesSettingsView.URL_PATH, SpacesSettingsView)
-    app.router.add_view(SpacesTestView.URL_PATH, SpacesTestView)
-    app.router.add_view(SpacesBucketsView.URL_PATH, SpacesBucketsView)
+    app[S3] = S3Client()
+    app.cleanup_ctx.extend([postgres.pool_ctx, secret_backend_ctx, idempotency.cleanup_ctx])
+    for view in (SpacesSettingsView, SpacesTestView, SpacesBucketsView):
+        app.router.add_view(view.URL_PATH, view)
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
     setup_openapi(app, __version__)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -16,22 +17,18 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from backends import BackendUnavailable, create_backend
-from spacesvc import db, embedded, store
+import backends
+from backends import create_backend
+from backends.db import DbSecretBackend, new_encryption_key
+from spacesvc import embedded, postgres
 from spacesvc.app import create_app
+from spacesvc.errors import ConfigError, DomainError
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
-from spacesvc.settings import ConfigError, Settings, new_encryption_key
-from spacesvc.tokens import (
-    ROLES,
-    SCOPES,
-    TokenError,
-    count_tokens,
-    create_token,
-    list_tokens,
-    parse_duration,
-    revoke_token,
-)
+from spacesvc.settings import Settings
+from spacesvc.spaces import queries
+from spacesvc.tokens.model import ROLES, SCOPES, TokenError, parse_duration
+from spacesvc.tokens.queries import count_tokens, create_token, list_tokens, revoke_token
 
 log = logging.getLogger("spacesvc")
 
@@ -69,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     move = secret_actions.add_parser(
         "migrate", help="move the stored secret from the configured backend to another (then switch and restart)"
     )
-    move.add_argument("--to", required=True, choices=["vault", "db"], dest="target")
+    writable = [name for name, backend in backends.available().items() if backend.writable]
+    move.add_argument("--to", required=True, choices=writable, dest="target")
     return parser
 
 
@@ -86,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(serve(settings, args.host, args.port))
         else:
             asyncio.run(COMMANDS[(args.command, getattr(args, "action", None))](settings, args))
-    except (ConfigError, MigrationError, TokenError, CommandError, BackendUnavailable) as error:
+    except (ConfigError, MigrationError, TokenError, CommandError, DomainError) as error:
         print(f"spacesvc: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -109,10 +107,10 @@ async def _connect_with_retry(settings: Settings, wait: float) -> asyncpg.Connec
     while True:
         try:
             return await asyncpg.connect(settings.database_url, timeout=settings.db_connect_timeout)
-        except db.UNAVAILABLE_ERRORS as error:
+        except postgres.UNAVAILABLE_ERRORS as error:
             if asyncio.get_running_loop().time() >= deadline:
                 raise CommandError(
-                    f"SPACESVC_DATABASE_URL: PostgreSQL at {db.masked_dsn(settings.database_url or '')} "
+                    f"SPACESVC_DATABASE_URL: PostgreSQL at {postgres.masked_dsn(settings.database_url or '')} "
                     f"is not reachable ({type(error).__name__})"
                 ) from None
             await asyncio.sleep(0.5)
@@ -196,27 +194,23 @@ async def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> Non
 
 
 async def cmd_secrets_reencrypt(settings: Settings, args: argparse.Namespace) -> None:
-    if settings.secret_backend != "db":
+    backend = create_backend(settings.secrets)
+    if not isinstance(backend, DbSecretBackend):
         raise CommandError("SPACESVC_SECRET_BACKEND: reencrypt applies to the db backend only")
-    from backends.db import DbSecretBackend
-
-    backend = DbSecretBackend(settings.encryption_keys)
     async with connection(settings) as conn:
         changed = await backend.reencrypt(conn)
-    print(f"re-encrypted {changed} secret(s) under key {settings.encryption_keys[0].kid!r}")
+    print(f"re-encrypted {changed} secret(s) under key {backend.primary_key_id!r}")
 
 
 async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> None:
-    target_settings = settings.with_changes(secret_backend=args.target)
-    if args.target == "vault":
-        target_settings.vault.validate()
-    else:
-        target_settings = embedded.with_db_keys(target_settings)
-    source, target = create_backend(settings), create_backend(target_settings)
+    target_secrets = backends.backend_class(args.target).settings_class.from_env(os.environ, embedded=settings.embedded)
+    if settings.embedded:
+        target_secrets = target_secrets.for_embedded(settings.data_dir.resolve())
+    source, target = create_backend(settings.secrets), create_backend(target_secrets)
     try:
         async with connection(settings) as conn:
-            moved = await store.move_secret(conn, source, target, actor="spacesvc secrets migrate")
-    except store.SecretMoveError as error:
+            moved = await queries.move_secret(conn, source, target, actor="spacesvc secrets migrate")
+    except queries.SecretMoveError as error:
         raise CommandError(str(error)) from None
     finally:
         await source.close()

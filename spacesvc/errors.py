@@ -1,126 +1,56 @@
-"""One way to fail: every error is an ``ApiError``; one middleware turns it into the envelope."""
+"""Domain errors: what the data layer, the backends and the configuration raise.
+
+They say what went wrong in the service's own terms and know nothing of HTTP; the envelope
+middleware maps each class to a status and code in one table (``spacesvc.http.errors``), and
+the command line prints ``str(error)`` as one line. No message here ever holds a secret.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import StrEnum
-from typing import Any
 
 
-class ErrorCode(StrEnum):
-    VALIDATION_ERROR = "VALIDATION_ERROR"
-    READONLY_FIELD = "READONLY_FIELD"
-    UNAUTHORIZED = "UNAUTHORIZED"
-    FORBIDDEN_ROLE = "FORBIDDEN_ROLE"
-    FORBIDDEN_SCOPE = "FORBIDDEN_SCOPE"
-    NOT_FOUND = "NOT_FOUND"
-    CONFLICT = "CONFLICT"
-    IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
-    RATE_LIMITED = "RATE_LIMITED"
-    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
-    INTERNAL = "INTERNAL"
+class ConfigError(Exception):
+    """A configuration problem; str(error) names the variable and is safe to print."""
 
 
-# The default HTTP status of each code; a few take another status in a specific case
-# (VALIDATION_ERROR 405/413/415, CONFLICT 412), passed explicitly where raised.
-STATUS: Mapping[ErrorCode, int] = {
-    ErrorCode.VALIDATION_ERROR: 400,
-    ErrorCode.READONLY_FIELD: 422,
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.FORBIDDEN_ROLE: 403,
-    ErrorCode.FORBIDDEN_SCOPE: 403,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.CONFLICT: 409,
-    ErrorCode.IDEMPOTENCY_KEY_REUSED: 409,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.SERVICE_UNAVAILABLE: 503,
-    ErrorCode.INTERNAL: 500,
-}
+class DomainError(Exception):
+    """Something a caller can be told: a message, and where useful the input and a hint."""
 
-RETRY_AFTER_SECONDS = 5
-
-
-class ApiError(Exception):
     def __init__(
         self,
-        code: ErrorCode,
         message: str,
         *,
         field: str | None = None,
         hint: str | None = None,
-        status: int | None = None,
-        headers: Mapping[str, str] | None = None,
-        extra: Mapping[str, Any] | None = None,
+        details: Mapping[str, list[str]] | None = None,
     ) -> None:
         super().__init__(message)
-        self.code = code
         self.message = message
         self.field = field
         self.hint = hint
-        self.status = status if status is not None else STATUS[code]
-        self.headers = dict(headers or {})
-        self.extra = dict(extra or {})
-
-    def body(self, request_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = {"code": self.code.value, "message": self.message}
-        if self.field is not None:
-            body["field"] = self.field
-        if self.hint is not None:
-            body["hint"] = self.hint
-        body.update(self.extra)
-        body["requestId"] = request_id
-        return body
+        self.details = dict(details or {})
 
 
-def validation_error(
-    message: str,
-    *,
-    field: str | None = None,
-    hint: str | None = None,
-    errors: Mapping[str, list[str]] | None = None,
-    status: int | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> ApiError:
-    extra = {"errors": dict(errors)} if errors else None
-    return ApiError(
-        ErrorCode.VALIDATION_ERROR, message, field=field, hint=hint, status=status, headers=headers, extra=extra
-    )
+class NotFound(DomainError):
+    """The thing asked for does not exist (nothing configured, no such environment)."""
 
 
-def readonly_field(field: str, method: str, hint: str | None = None) -> ApiError:
-    return ApiError(
-        ErrorCode.READONLY_FIELD,
-        f'Field "{field}" is read-only and cannot be set via {method}.',
-        field=field,
-        hint=hint,
-    )
+class InvalidInput(DomainError):
+    """The input cannot be accepted as it is (``details``: every failing field)."""
 
 
-def not_found(message: str, hint: str | None = None) -> ApiError:
-    return ApiError(ErrorCode.NOT_FOUND, message, hint=hint)
+class Conflict(DomainError):
+    """The request clashes with the current state (a name that is taken)."""
 
 
-def not_configured() -> ApiError:
-    return not_found("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")
+class PreconditionFailed(DomainError):
+    """A conditional write's condition (If-Match, If-None-Match) does not hold."""
 
 
-class DependencyUnavailable(ApiError):
-    """PostgreSQL, the secret backend or the storage endpoint did not answer in time, or cannot serve."""
+class Unavailable(DomainError):
+    """A dependency (``database``, ``secret_backend``, ``storage``) cannot serve in time."""
 
     def __init__(self, dependency: str, message: str, *, hint: str | None = None) -> None:
-        super().__init__(
-            ErrorCode.SERVICE_UNAVAILABLE,
-            message,
-            hint=hint or "Retry in a few seconds; GET /readyz names the failing dependency.",
-            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
-            extra={"dependency": dependency},
-        )
+        super().__init__(message, hint=hint)
         self.dependency = dependency
-
-
-def internal_error() -> ApiError:
-    return ApiError(
-        ErrorCode.INTERNAL,
-        "An unexpected error occurred.",
-        hint="Quote the requestId when reporting this; the server log has the details.",
-    )

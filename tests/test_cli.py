@@ -7,13 +7,11 @@ import os
 import asyncpg
 import pytest
 
-from backends.db import DbSecretBackend
-from spacesvc.settings import EncryptionKey, parse_encryption_keys
-from spacesvc.tokens import TOKEN_PATTERN, hash_token
+from backends.db import DbSecretBackend, DbSettings, EncryptionKey, parse_encryption_keys
+from spacesvc.tokens.model import TOKEN_PATTERN, hash_token
 from tests.backends.contract import OWNER
-from tests.conftest import SECRET, TEST_KEY, keys_env
 from tests.support.cli import clean_env, run
-from tests.support.secrecy import assert_hidden
+from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
 
 
 @pytest.fixture
@@ -28,7 +26,7 @@ def test_help_lists_the_commands() -> None:
         assert command in result.stdout
 
 
-async def test_tokens_create_prints_the_token_alone_on_the_last_line(env: dict, db: asyncpg.Connection) -> None:
+async def test_tokens_create_prints_the_token_alone_on_the_last_line(env: dict, conn: asyncpg.Connection) -> None:
     result = run(
         "tokens",
         "create",
@@ -45,7 +43,7 @@ async def test_tokens_create_prints_the_token_alone_on_the_last_line(env: dict, 
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip().splitlines()[-1]
     assert TOKEN_PATTERN.match(token)
-    row = await db.fetchrow(
+    row = await conn.fetchrow(
         "SELECT name, role, scopes, expires_at > now() + interval '29 days' AS ok "
         "FROM api_tokens WHERE token_hash = $1",
         hash_token(token),
@@ -63,11 +61,11 @@ async def test_tokens_list_shows_tokens_but_never_their_values(env: dict) -> Non
     assert_hidden(listed.stdout, token, where="tokens list")
 
 
-async def test_tokens_revoke_by_name(env: dict, db: asyncpg.Connection) -> None:
+async def test_tokens_revoke_by_name(env: dict, conn: asyncpg.Connection) -> None:
     run("tokens", "create", "--name", "old", "--role", "viewer", "--scope", "settings:read", env=env)
     result = run("tokens", "revoke", "old", env=env)
     assert result.returncode == 0
-    assert await db.fetchval("SELECT revoked_at IS NOT NULL FROM api_tokens WHERE name = 'old'")
+    assert await conn.fetchval("SELECT revoked_at IS NOT NULL FROM api_tokens WHERE name = 'old'")
     again = run("tokens", "revoke", "old", env=env)
     assert again.returncode == 2 and "no live token" in again.stderr
 
@@ -90,13 +88,13 @@ async def test_migrate_reports_up_to_date(env: dict) -> None:
     assert result.returncode == 0 and "up to date" in result.stdout
 
 
-async def test_secrets_reencrypt_moves_the_secret_to_the_first_key(env: dict, db: asyncpg.Connection) -> None:
+async def test_secrets_reencrypt_moves_the_secret_to_the_first_key(env: dict, conn: asyncpg.Connection) -> None:
     new_key = EncryptionKey("k2", os.urandom(32))
-    await DbSecretBackend([TEST_KEY]).write(db, OWNER, SECRET)
+    await DbSecretBackend(DbSettings((TEST_KEY,))).write(conn, OWNER, SECRET)
     result = run("secrets", "reencrypt", env={**env, "SPACESVC_ENCRYPTION_KEYS": keys_env(new_key, TEST_KEY)})
     assert result.returncode == 0, result.stderr
-    assert await db.fetchval("SELECT key_id FROM secret_ciphertexts") == "k2"
-    assert await DbSecretBackend([new_key]).read(db, OWNER) == SECRET
+    assert await conn.fetchval("SELECT key_id FROM secret_ciphertexts") == "k2"
+    assert await DbSecretBackend(DbSettings((new_key,))).read(conn, OWNER) == SECRET
 
 
 def test_secrets_genkey_prints_a_usable_key() -> None:

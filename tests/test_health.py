@@ -8,10 +8,12 @@ import os
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from spacesvc.settings import EncryptionKey, Settings
-from tests.conftest import SECRET, MakeClient, ServerLog
-from tests.test_errors import assert_envelope
-from tests.test_spaces_api import BODY, SPACES
+from backends.db import DbSettings, EncryptionKey
+from backends.env import EnvSettings
+from spacesvc.settings import Settings
+from tests.support.api import BODY, SPACES, MakeClient, assert_envelope
+from tests.support.logs import ServerLog
+from tests.support.secrecy import SECRET
 
 
 async def test_healthz_is_ok(client: TestClient) -> None:
@@ -34,7 +36,7 @@ async def test_a_secret_whose_key_is_missing_fails_readiness_with_a_log_line(
 ) -> None:
     assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
     new_key = EncryptionKey("k2", os.urandom(32))
-    rekeyed = await make_client(settings.with_changes(encryption_keys=(new_key,)))
+    rekeyed = await make_client(settings.with_changes(secrets=DbSettings((new_key,))))
 
     resp = await rekeyed.get("/readyz")
     body = await assert_envelope(resp, 503, "SERVICE_UNAVAILABLE")
@@ -52,10 +54,10 @@ async def test_a_secret_whose_key_is_missing_fails_readiness_with_a_log_line(
 
 
 async def test_a_secret_left_in_another_backend_fails_readiness_and_is_not_relabelled(
-    client: TestClient, admin: dict, make_client: MakeClient, settings: Settings, db: asyncpg.Connection
+    client: TestClient, admin: dict, make_client: MakeClient, settings: Settings, conn: asyncpg.Connection
 ) -> None:
     assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
-    switched = await make_client(settings.with_changes(secret_backend="env", spaces_secret_key="from-env-value"))
+    switched = await make_client(settings.with_changes(secrets=EnvSettings("from-env-value")))
 
     body = await assert_envelope(await switched.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
     assert "spacesvc secrets migrate --to env" in body["checks"]["secret_backend"]["detail"]
@@ -63,5 +65,5 @@ async def test_a_secret_left_in_another_backend_fails_readiness_and_is_not_relab
     # a change of the other fields keeps the row pointing at where its secret really is
     resp = await switched.patch(SPACES, json={"region": "nyc3"}, headers=admin)
     assert resp.status == 200 and (await resp.json())["config"]["secretBackend"] == "db"
-    assert await db.fetchval("SELECT count(*) FROM secret_ciphertexts") == 1
+    assert await conn.fetchval("SELECT count(*) FROM secret_ciphertexts") == 1
     assert (await client.get("/readyz")).status == 200

@@ -10,12 +10,12 @@ import aiohttp
 import asyncpg
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import SECRET, TEST_KEY, ServerLog, Tokens, auth, keys_env
+from tests.support.api import BODY, SPACES, Tokens, auth
 from tests.support.cli import SPACESVC, clean_env
+from tests.support.logs import ServerLog
 from tests.support.postgres import bin_dir_for_major, free_port
 from tests.support.s3 import MotoS3
-from tests.support.secrecy import assert_hidden
-from tests.test_spaces_api import BODY, SPACES
+from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
 
 ROTATED = SECRET + "-rotated"
 
@@ -65,11 +65,11 @@ async def test_one_structured_log_line_per_request(client: TestClient, admin: di
 
 
 async def test_a_database_dump_holds_neither_the_secret_nor_any_token(
-    client: TestClient, tokens: Tokens, database_url: str, db: asyncpg.Connection
+    client: TestClient, tokens: Tokens, database_url: str, conn: asyncpg.Connection
 ) -> None:
     token = await tokens.create("admin")
     await exercise_every_route(client, token)
-    major = int(await db.fetchval("SHOW server_version_num")) // 10000
+    major = int(await conn.fetchval("SHOW server_version_num")) // 10000
     dump = subprocess.run(
         [str(bin_dir_for_major(major) / "pg_dump"), "--no-owner", database_url],
         check=True,

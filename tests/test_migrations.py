@@ -8,9 +8,11 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from backends.db import DbSettings
 from spacesvc.migrate import MigrationError, load_migrations, migrate
 from spacesvc.settings import Settings
-from tests.conftest import TEST_KEY, MakeClient
+from tests.support.api import MakeClient
+from tests.support.secrecy import TEST_KEY
 
 
 async def test_migrate_applies_every_file_in_order_once(empty_database_url: str) -> None:
@@ -37,20 +39,20 @@ async def test_two_replicas_migrating_together_are_safe(empty_database_url: str)
         await second.close()
 
 
-async def test_an_edited_applied_migration_is_refused(db: asyncpg.Connection) -> None:
-    await db.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
+async def test_an_edited_applied_migration_is_refused(conn: asyncpg.Connection) -> None:
+    await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
     with pytest.raises(MigrationError, match="changed after it was applied"):
-        await migrate(db)
+        await migrate(conn)
 
 
-async def test_a_migration_unknown_to_this_version_is_refused(db: asyncpg.Connection) -> None:
-    await db.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x')")
+async def test_a_migration_unknown_to_this_version_is_refused(conn: asyncpg.Connection) -> None:
+    await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x')")
     with pytest.raises(MigrationError, match="does not know"):
-        await migrate(db)
+        await migrate(conn)
 
 
 async def test_readyz_fails_while_migrations_are_pending(make_client: MakeClient, empty_database_url: str) -> None:
-    client: TestClient = await make_client(Settings(database_url=empty_database_url, encryption_keys=(TEST_KEY,)))
+    client: TestClient = await make_client(Settings(database_url=empty_database_url, secrets=DbSettings((TEST_KEY,))))
     resp = await client.get("/readyz")
     assert resp.status == 503
     body = await resp.json()

@@ -14,13 +14,13 @@ import psutil
 import pytest
 from aiohttp.test_utils import TestClient
 
+from backends.db import DbSettings
 from spacesvc.migrate import migrate
 from spacesvc.settings import Settings
-from spacesvc.tokens import create_token
-from tests.conftest import TEST_KEY, MakeClient, auth
+from spacesvc.tokens.queries import create_token
+from tests.support.api import BODY, SPACES, MakeClient, assert_envelope, auth
 from tests.support.postgres import LocalPostgres
-from tests.test_errors import assert_envelope
-from tests.test_spaces_api import BODY, SPACES
+from tests.support.secrecy import TEST_KEY
 
 # Not a speed target: the bound past which a request counts as hung.
 HANG = 15.0
@@ -44,7 +44,7 @@ async def outage_app(cluster: LocalPostgres, make_client: MakeClient) -> AsyncIt
         await conn.close()
     settings = Settings(
         database_url=cluster.url,
-        encryption_keys=(TEST_KEY,),
+        secrets=DbSettings((TEST_KEY,)),
         db_connect_timeout=1.0,
         db_acquire_timeout=2.0,
         db_statement_timeout=2.0,

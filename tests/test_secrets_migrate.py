@@ -8,13 +8,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from backends import SecretLocation
-from backends.db import DbSecretBackend
-from spacesvc.settings import Settings, VaultSettings
-from tests.conftest import SECRET, TEST_KEY, MakeClient, keys_env
+from backends.db import DbSecretBackend, DbSettings
+from backends.vault import VaultSettings
+from spacesvc.settings import Settings
+from tests.support.api import BODY, SPACES, MakeClient
 from tests.support.cli import clean_env, run
 from tests.support.openbao import OpenBao
-from tests.support.secrecy import assert_hidden
-from tests.test_spaces_api import BODY, SPACES
+from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ async def test_the_secret_moves_from_db_to_vault_and_back(
     client: TestClient,
     admin: dict,
     cli_env: dict,
-    db: asyncpg.Connection,
+    conn: asyncpg.Connection,
     openbao: OpenBao,
     vault_config: VaultSettings,
     vault_settings: Settings,
@@ -48,8 +48,8 @@ async def test_the_secret_moves_from_db_to_vault_and_back(
         path=vault_config.path, mount_point="secret", raise_on_deleted_version=True
     )
     assert stored["data"]["data"]["secretKey"] == SECRET
-    assert await db.fetchval("SELECT count(*) FROM secret_ciphertexts") == 0
-    row = await db.fetchrow("SELECT secret_backend, secret_version, version FROM spaces_config")
+    assert await conn.fetchval("SELECT count(*) FROM secret_ciphertexts") == 0
+    row = await conn.fetchrow("SELECT secret_backend, secret_version, version FROM spaces_config")
     assert (row["secret_backend"], row["secret_version"], row["version"]) == ("vault", 1, 2)
 
     on_vault = await make_client(vault_settings)
@@ -59,23 +59,23 @@ async def test_the_secret_moves_from_db_to_vault_and_back(
 
     back = run("secrets", "migrate", "--to", "db", env={**cli_env, "SPACESVC_SECRET_BACKEND": "vault"})
     assert back.returncode == 0, back.stderr
-    config_id = await db.fetchval("SELECT id::text FROM spaces_config")
-    assert await DbSecretBackend([TEST_KEY]).read(db, SecretLocation(config_id)) == SECRET
+    config_id = await conn.fetchval("SELECT id::text FROM spaces_config")
+    assert await DbSecretBackend(DbSettings((TEST_KEY,))).read(conn, SecretLocation(config_id)) == SECRET
     with pytest.raises(hvac.exceptions.InvalidPath):
         openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")
 
 
 async def test_an_unreachable_target_keeps_the_source_untouched(
-    client: TestClient, admin: dict, cli_env: dict, db: asyncpg.Connection
+    client: TestClient, admin: dict, cli_env: dict, conn: asyncpg.Connection
 ) -> None:
     await client.put(SPACES, json=BODY, headers=admin)
-    before = await db.fetchrow("SELECT * FROM secret_ciphertexts")
+    before = await conn.fetchrow("SELECT * FROM secret_ciphertexts")
     env = {**cli_env, "SPACESVC_SECRET_BACKEND": "db", "VAULT_ADDR": "http://127.0.0.1:1"}
     result = run("secrets", "migrate", "--to", "vault", env=env)
     assert result.returncode == 2
     assert "Vault is not reachable" in result.stderr and "Traceback" not in result.stderr
-    assert await db.fetchrow("SELECT * FROM secret_ciphertexts") == before
-    assert await db.fetchval("SELECT secret_backend FROM spaces_config") == "db"
+    assert await conn.fetchrow("SELECT * FROM secret_ciphertexts") == before
+    assert await conn.fetchval("SELECT secret_backend FROM spaces_config") == "db"
 
 
 async def test_moving_from_the_wrong_backend_is_refused(client: TestClient, admin: dict, cli_env: dict) -> None:

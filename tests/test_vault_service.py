@@ -15,15 +15,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from backends import SecretLocation
-from backends.vault import VaultSecretBackend, policy_for
-from spacesvc.settings import Settings, VaultSettings
-from tests.conftest import SECRET, MakeClient, ServerLog
+from backends.vault import VaultSecretBackend, VaultSettings, policy_for
+from spacesvc.settings import Settings
+from tests.support.api import BODY, SPACES, MakeClient, assert_envelope
+from tests.support.faults import FAIL_ROW_UPDATES
+from tests.support.logs import ServerLog
 from tests.support.openbao import OpenBao
 from tests.support.postgres import bin_dir_for_major
-from tests.support.secrecy import assert_hidden
-from tests.test_atomicity import FAIL_ROW_UPDATES
-from tests.test_errors import assert_envelope
-from tests.test_spaces_api import BODY, SPACES
+from tests.support.secrecy import SECRET, assert_hidden
 
 HANG = 15.0  # not a speed target: past this a request counts as hung
 
@@ -40,7 +39,7 @@ def read_vault(openbao: OpenBao, config: VaultSettings, version: int | None = No
 
 
 async def test_put_stores_the_secret_in_vault_and_the_version_on_the_row(
-    vault_client: TestClient, admin: dict, openbao: OpenBao, vault_config: VaultSettings, db: asyncpg.Connection
+    vault_client: TestClient, admin: dict, openbao: OpenBao, vault_config: VaultSettings, conn: asyncpg.Connection
 ) -> None:
     resp = await vault_client.put(SPACES, json=BODY, headers=admin)
     assert resp.status == 201
@@ -48,8 +47,8 @@ async def test_put_stores_the_secret_in_vault_and_the_version_on_the_row(
     assert config["secretBackend"] == "vault" and config["hasSecretKey"] is True
     stored = read_vault(openbao, vault_config)
     assert stored["data"] == {"secretKey": SECRET, "configId": config["id"]}
-    assert await db.fetchval("SELECT secret_version FROM spaces_config") == stored["metadata"]["version"]
-    assert await db.fetchval("SELECT count(*) FROM secret_ciphertexts") == 0
+    assert await conn.fetchval("SELECT secret_version FROM spaces_config") == stored["metadata"]["version"]
+    assert await conn.fetchval("SELECT count(*) FROM secret_ciphertexts") == 0
 
 
 async def test_the_secret_is_absent_from_postgresql_and_logs(
@@ -57,13 +56,13 @@ async def test_the_secret_is_absent_from_postgresql_and_logs(
     admin: dict,
     openbao: OpenBao,
     database_url: str,
-    db: asyncpg.Connection,
+    conn: asyncpg.Connection,
     server_log: ServerLog,
 ) -> None:
     await vault_client.put(SPACES, json=BODY, headers=admin)
     await vault_client.patch(SPACES, json={"secretKey": SECRET + "-2"}, headers=admin)
     await vault_client.get("/readyz")
-    major = int(await db.fetchval("SHOW server_version_num")) // 10000
+    major = int(await conn.fetchval("SHOW server_version_num")) // 10000
     dump = subprocess.run(
         [str(bin_dir_for_major(major) / "pg_dump"), database_url], check=True, capture_output=True, text=True
     ).stdout
@@ -72,24 +71,24 @@ async def test_the_secret_is_absent_from_postgresql_and_logs(
 
 
 async def test_a_write_failing_after_vault_leaves_the_old_configuration_readable(
-    vault_client: TestClient, admin: dict, openbao: OpenBao, vault_config: VaultSettings, db: asyncpg.Connection
+    vault_client: TestClient, admin: dict, openbao: OpenBao, vault_config: VaultSettings, conn: asyncpg.Connection
 ) -> None:
     await vault_client.put(SPACES, json=BODY, headers=admin)
-    old_version = await db.fetchval("SELECT secret_version FROM spaces_config")
-    await db.execute(FAIL_ROW_UPDATES)
+    old_version = await conn.fetchval("SELECT secret_version FROM spaces_config")
+    await conn.execute(FAIL_ROW_UPDATES)
 
     resp = await vault_client.put(SPACES, json={**BODY, "secretKey": SECRET + "-new"}, headers=admin)
     assert resp.status == 500
-    row = await db.fetchrow("SELECT id::text, secret_version, version FROM spaces_config")
+    row = await conn.fetchrow("SELECT id::text, secret_version, version FROM spaces_config")
     assert (row["secret_version"], row["version"]) == (old_version, 1)
     assert read_vault(openbao, vault_config)["metadata"]["version"] == old_version + 1  # the orphan
     backend = VaultSecretBackend(vault_config)
     try:
-        assert await backend.read(db, SecretLocation(row["id"], row["secret_version"])) == SECRET
+        assert await backend.read(conn, SecretLocation(row["id"], row["secret_version"])) == SECRET
     finally:
         await backend.close()
 
-    await db.execute("DROP TRIGGER fail_update ON spaces_config")
+    await conn.execute("DROP TRIGGER fail_update ON spaces_config")
     resp = await vault_client.put(SPACES, json={**BODY, "secretKey": SECRET + "-new"}, headers=admin)
     assert resp.status == 200 and (await resp.json())["config"]["version"] == 2
     assert read_vault(openbao, vault_config)["data"]["secretKey"] == SECRET + "-new"
@@ -134,7 +133,7 @@ async def test_permission_denied_shows_in_readyz_and_writes_answer_503_with_a_hi
     openbao.write_policy("not-this-path", policy_for("secret", "another/path"))
     token = openbao.create_token(["not-this-path"], ttl="1h")
     config = VaultSettings(addr=openbao.addr, token=token, path=vault_config.path, timeout=2.0)
-    client = await make_client(settings.with_changes(secret_backend="vault", vault=config))
+    client = await make_client(settings.with_changes(secrets=config))
     body = await assert_envelope(await client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
     assert "permission denied" in body["checks"]["secret_backend"]["detail"]
     resp = await client.put(SPACES, json=BODY, headers=admin)
@@ -149,7 +148,7 @@ async def test_a_renewable_short_ttl_token_is_renewed_and_writes_keep_working(
     openbao.write_policy("spacesvc-renew", policy_for("secret", vault_config.path))
     token = openbao.create_token(["spacesvc-renew"], ttl="2s", explicit_max_ttl="5m", renewable=True)
     config = VaultSettings(addr=openbao.addr, token=token, path=vault_config.path, timeout=2.0)
-    client = await make_client(settings.with_changes(secret_backend="vault", vault=config))
+    client = await make_client(settings.with_changes(secrets=config))
     assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
     await asyncio.sleep(6.5)  # more than three TTLs
     resp = await client.patch(SPACES, json={"secretKey": SECRET + "-later"}, headers=admin)
@@ -168,7 +167,7 @@ async def test_an_approle_token_past_its_max_ttl_is_replaced_by_a_new_login(
     openbao.write_policy("spacesvc-approle", policy_for("secret", vault_config.path))
     role_id, secret_id = openbao.approle("spacesvc-short", ["spacesvc-approle"], token_ttl="2s", token_max_ttl="3s")
     config = VaultSettings(addr=openbao.addr, role_id=role_id, secret_id=secret_id, path=vault_config.path, timeout=2.0)
-    client = await make_client(settings.with_changes(secret_backend="vault", vault=config))
+    client = await make_client(settings.with_changes(secrets=config))
     assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
     await asyncio.sleep(7)  # more than twice the max TTL
     resp = await client.patch(SPACES, json={"secretKey": SECRET + "-later"}, headers=admin)
@@ -190,7 +189,7 @@ async def test_a_token_that_can_be_neither_renewed_nor_replaced_fails_readiness_
     openbao.write_policy("spacesvc-once", policy_for("secret", vault_config.path))
     token = openbao.create_token(["spacesvc-once"], ttl="2s", renewable=False)
     config = VaultSettings(addr=openbao.addr, token=token, path=vault_config.path, timeout=2.0)
-    client = await make_client(settings.with_changes(secret_backend="vault", vault=config))
+    client = await make_client(settings.with_changes(secrets=config))
     assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
     await asyncio.sleep(3)
     body = await assert_envelope(await client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
@@ -208,14 +207,14 @@ async def test_vault_uninitialized_sealed_killed_and_back(
     bao = OpenBao.persistent(tmp_path / "bao")
     try:
         config = VaultSettings(addr=bao.addr, token="placeholder-until-init", path="spacesvc/spaces", timeout=2.0)
-        client = await make_client(settings.with_changes(secret_backend="vault", vault=config))
+        client = await make_client(settings.with_changes(secrets=config))
         body = await assert_envelope(await client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
         assert "not initialized" in body["checks"]["secret_backend"]["detail"]
         await client.close()
 
         await asyncio.to_thread(bao.initialize)
         config = VaultSettings(addr=bao.addr, token=bao.root_token, path="spacesvc/spaces", timeout=2.0)
-        client = await make_client(settings.with_changes(secret_backend="vault", vault=config))
+        client = await make_client(settings.with_changes(secrets=config))
         assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
 
         bao.kill()

@@ -6,13 +6,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from backends import SecretBackend
-from backends.env import EnvSecretBackend
+from backends.env import EnvSecretBackend, EnvSettings
 from spacesvc.settings import Settings
 from tests.backends.contract import ReadOnlyBackendContract
-from tests.conftest import SECRET, MakeClient
-from tests.support.secrecy import assert_hidden
-from tests.test_errors import assert_envelope
-from tests.test_spaces_api import SPACES
+from tests.support.api import SPACES, MakeClient, assert_envelope
+from tests.support.secrecy import SECRET, assert_hidden
 
 ENV_SECRET = "env-provided-secret-value-0123456789"
 
@@ -22,12 +20,12 @@ class TestEnvBackendContract(ReadOnlyBackendContract):
 
     @pytest.fixture
     def backend(self) -> SecretBackend:
-        return EnvSecretBackend(ENV_SECRET)
+        return EnvSecretBackend(EnvSettings(ENV_SECRET))
 
 
 @pytest.fixture
 async def env_client(make_client: MakeClient, settings: Settings) -> TestClient:
-    return await make_client(settings.with_changes(secret_backend="env", spaces_secret_key=ENV_SECRET))
+    return await make_client(settings.with_changes(secrets=EnvSettings(ENV_SECRET)))
 
 
 async def test_creation_needs_no_secret_and_reports_the_variable(env_client: TestClient, admin: dict) -> None:
@@ -52,6 +50,6 @@ async def test_secret_key_in_put_or_patch_is_readonly_naming_the_variable(env_cl
 async def test_has_secret_key_is_false_when_the_variable_is_unset(
     make_client: MakeClient, settings: Settings, admin: dict
 ) -> None:
-    client = await make_client(settings.with_changes(secret_backend="env", spaces_secret_key=None))
+    client = await make_client(settings.with_changes(secrets=EnvSettings(None)))
     resp = await client.put(SPACES, json={"accessKey": "AK"}, headers=admin)
     assert (await resp.json())["config"]["hasSecretKey"] is False

@@ -11,11 +11,10 @@ import hvac
 import pytest
 
 from backends import SecretBackend, SecretLocation
-from backends.vault import VaultSecretBackend, policy_for
-from spacesvc.settings import VaultSettings
+from backends.vault import VaultSecretBackend, VaultSettings, policy_for
 from tests.backends.contract import OWNER, WritableBackendContract
-from tests.conftest import SECRET
 from tests.support.openbao import OpenBao
+from tests.support.secrecy import SECRET
 
 
 @pytest.fixture
@@ -33,9 +32,9 @@ class TestVaultBackendContract(WritableBackendContract):
 
 
 async def test_the_secret_is_stored_at_the_documented_path_and_key(
-    vault_backend: VaultSecretBackend, vault_config: VaultSettings, openbao: OpenBao, db: asyncpg.Connection
+    vault_backend: VaultSecretBackend, vault_config: VaultSettings, openbao: OpenBao, conn: asyncpg.Connection
 ) -> None:
-    version = await vault_backend.write(db, OWNER, SECRET)
+    version = await vault_backend.write(conn, OWNER, SECRET)
     stored = openbao.admin().secrets.kv.v2.read_secret_version(
         path=vault_config.path, mount_point="secret", raise_on_deleted_version=True
     )
@@ -44,55 +43,55 @@ async def test_the_secret_is_stored_at_the_documented_path_and_key(
 
 
 async def test_each_write_is_a_new_kv_version_and_old_versions_stay_readable(
-    vault_backend: VaultSecretBackend, db: asyncpg.Connection
+    vault_backend: VaultSecretBackend, conn: asyncpg.Connection
 ) -> None:
-    first = await vault_backend.write(db, OWNER, SECRET)
-    second = await vault_backend.write(db, OWNER, SECRET + "-2")
-    assert second == first + 1
-    assert await vault_backend.read(db, SecretLocation(OWNER.owner, first)) == SECRET
-    assert await vault_backend.read(db, SecretLocation(OWNER.owner, second)) == SECRET + "-2"
+    first = await vault_backend.write(conn, OWNER, SECRET)
+    second = await vault_backend.write(conn, OWNER, SECRET + "-2")
+    assert first is not None and second == first + 1
+    assert await vault_backend.read(conn, SecretLocation(OWNER.owner, first)) == SECRET
+    assert await vault_backend.read(conn, SecretLocation(OWNER.owner, second)) == SECRET + "-2"
 
 
 async def test_purge_removes_the_metadata_and_every_version(
-    vault_backend: VaultSecretBackend, vault_config: VaultSettings, openbao: OpenBao, db: asyncpg.Connection
+    vault_backend: VaultSecretBackend, vault_config: VaultSettings, openbao: OpenBao, conn: asyncpg.Connection
 ) -> None:
-    await vault_backend.write(db, OWNER, SECRET)
-    await vault_backend.write(db, OWNER, SECRET + "-2")
+    await vault_backend.write(conn, OWNER, SECRET)
+    await vault_backend.write(conn, OWNER, SECRET + "-2")
     await vault_backend.purge(OWNER)
     with pytest.raises(hvac.exceptions.InvalidPath):
         openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")
 
 
 async def test_approle_with_a_policy_limited_to_the_path_works(
-    openbao: OpenBao, vault_config: VaultSettings, db: asyncpg.Connection
+    openbao: OpenBao, vault_config: VaultSettings, conn: asyncpg.Connection
 ) -> None:
     openbao.write_policy("spacesvc-limited", policy_for("secret", vault_config.path))
     role_id, secret_id = openbao.approle("spacesvc-limited", ["spacesvc-limited"])
     config = VaultSettings(addr=openbao.addr, role_id=role_id, secret_id=secret_id, path=vault_config.path, timeout=2.0)
     backend = VaultSecretBackend(config)
     try:
-        assert (await backend.health(db)).ok
-        version = await backend.write(db, OWNER, SECRET)
-        assert await backend.read(db, SecretLocation(OWNER.owner, version)) == SECRET
+        assert (await backend.health(conn)).ok
+        version = await backend.write(conn, OWNER, SECRET)
+        assert await backend.read(conn, SecretLocation(OWNER.owner, version)) == SECRET
         await backend.purge(OWNER)
     finally:
         await backend.close()
 
 
 async def test_a_policy_without_the_path_is_reported_as_permission_denied(
-    openbao: OpenBao, vault_config: VaultSettings, db: asyncpg.Connection
+    openbao: OpenBao, vault_config: VaultSettings, conn: asyncpg.Connection
 ) -> None:
     openbao.write_policy("elsewhere", policy_for("secret", "somewhere/else"))
     token = openbao.create_token(["elsewhere"], ttl="1h")
     backend = VaultSecretBackend(VaultSettings(addr=openbao.addr, token=token, path=vault_config.path, timeout=2.0))
     try:
-        health = await backend.health(db)
+        health = await backend.health(conn)
         assert not health.ok and "permission denied" in health.detail
     finally:
         await backend.close()
 
 
-async def test_vault_cacert_is_honoured_for_a_tls_vault(tmp_path: Path, db: asyncpg.Connection) -> None:
+async def test_vault_cacert_is_honoured_for_a_tls_vault(tmp_path: Path, conn: asyncpg.Connection) -> None:
     bao = OpenBao.dev_server(tmp_path, tls=True)
     try:
         trusted = VaultSecretBackend(
@@ -100,10 +99,10 @@ async def test_vault_cacert_is_honoured_for_a_tls_vault(tmp_path: Path, db: asyn
         )
         untrusted = VaultSecretBackend(VaultSettings(addr=bao.addr, token=bao.root_token, timeout=2.0))
         try:
-            assert (await trusted.health(db)).ok
-            version = await trusted.write(db, OWNER, SECRET)
-            assert await trusted.read(db, SecretLocation(OWNER.owner, version)) == SECRET
-            health = await untrusted.health(db)
+            assert (await trusted.health(conn)).ok
+            version = await trusted.write(conn, OWNER, SECRET)
+            assert await trusted.read(conn, SecretLocation(OWNER.owner, version)) == SECRET
+            health = await untrusted.health(conn)
             assert not health.ok and "not reachable" in health.detail
         finally:
             await trusted.close()
@@ -113,7 +112,7 @@ async def test_vault_cacert_is_honoured_for_a_tls_vault(tmp_path: Path, db: asyn
 
 
 async def test_vault_namespace_is_honoured(
-    openbao: OpenBao, vault_config: VaultSettings, db: asyncpg.Connection
+    openbao: OpenBao, vault_config: VaultSettings, conn: asyncpg.Connection
 ) -> None:
     namespace = f"team-{vault_config.path.rsplit('-', 1)[-1]}"
     openbao.admin().adapter.post(f"/v1/sys/namespaces/{namespace}")
@@ -125,7 +124,7 @@ async def test_vault_namespace_is_honoured(
         )
     )
     try:
-        version = await backend.write(db, OWNER, SECRET)
+        version = await backend.write(conn, OWNER, SECRET)
     finally:
         await backend.close()
     stored = in_namespace.secrets.kv.v2.read_secret_version(

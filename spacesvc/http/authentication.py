@@ -1,0 +1,65 @@
+"""Authentication: the bearer token of a request to a protected route becomes its ``Principal``.
+
+Which role and scope an operation needs is checked by the handler (``authorization``).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from spacesvc import postgres
+from spacesvc.http.errors import ApiError, ErrorCode
+from spacesvc.http.types import Handler
+from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken, Principal
+from spacesvc.tokens.queries import authenticate
+from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS
+
+# Routes under this prefix need a bearer token; health probes and the docs do not.
+PROTECTED_PREFIX = "/api/settings"
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(
+        ErrorCode.UNAUTHORIZED,
+        message,
+        hint="Send Authorization: Bearer <token>; create one with `spacesvc tokens create`.",
+    )
+
+
+@web.middleware
+async def authentication_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authenticate requests to protected routes.
+
+    Failed attempts spend the client address's auth-failure budget; once it is spent, the
+    address gets 429 before any token is looked at (brute-force protection).
+    """
+    if not request.path.startswith(PROTECTED_PREFIX) or request.match_info.http_exception is not None:
+        return await handler(request)
+    failures = request.app[RATE_LIMITS].auth_failures
+    address = request.remote or "unknown"
+    if failures is not None:
+        decision = failures.peek(address)
+        if not decision.allowed:
+            raise failures.exceeded(decision, "Too many failed authentication attempts from this address.")
+    try:
+        request[PRINCIPAL] = await _authenticate(request)
+    except ApiError as error:
+        if error.code is ErrorCode.UNAUTHORIZED and failures is not None:
+            failures.take(address)
+        raise
+    return await handler(request)
+
+
+async def _authenticate(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization")
+    if header is None:
+        raise _unauthorized("Authentication required: no bearer token was sent.")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not TOKEN_PATTERN.match(token):
+        raise _unauthorized("The Authorization header is not a well-formed spacesvc bearer token.")
+    async with postgres.acquire(request.app) as conn:
+        try:
+            return await authenticate(conn, token)
+        except InvalidToken:
+            raise _unauthorized("The bearer token is unknown, expired or revoked.") from None

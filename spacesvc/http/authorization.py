@@ -1,0 +1,50 @@
+"""Authorization: which role and scope each operation needs (role is checked before scope)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+
+from spacesvc.http.errors import ApiError, ErrorCode
+from spacesvc.tokens.model import ROLES, Principal
+from spacesvc.typedefs import PRINCIPAL
+
+ANY_ROLE = frozenset(ROLES)
+ADMIN = frozenset({"admin"})
+READ = "settings:read"
+WRITE = "settings:write"
+
+ViewT = TypeVar("ViewT", bound=web.View)
+Method = Callable[[ViewT], Awaitable[web.StreamResponse]]
+
+
+def authorize(principal: Principal, roles: frozenset[str], scope: str) -> None:
+    if principal.role not in roles:
+        raise ApiError(
+            ErrorCode.FORBIDDEN_ROLE,
+            f"The token's role '{principal.role}' may not do this; it needs role {' or '.join(sorted(roles))}.",
+            hint="Use a token with the required role.",
+        )
+    if scope not in principal.scopes:
+        raise ApiError(
+            ErrorCode.FORBIDDEN_SCOPE,
+            f"The token lacks the scope '{scope}'.",
+            hint=f"Create a token with --scope {scope}.",
+        )
+
+
+def requires(*, roles: frozenset[str], scope: str) -> Callable[[Method[ViewT]], Method[ViewT]]:
+    """Decorate a view method: the authenticated token must have one of ``roles`` and ``scope``."""
+
+    def decorate(method: Method[ViewT]) -> Method[ViewT]:
+        @functools.wraps(method)
+        async def wrapper(view: ViewT) -> web.StreamResponse:
+            authorize(view.request[PRINCIPAL], roles, scope)
+            return await method(view)
+
+        return wrapper
+
+    return decorate

@@ -1,0 +1,43 @@
+"""JSON in and out: orjson responses, and request bodies parsed into an object or an ApiError."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from spacesvc.http.errors import validation_error
+
+
+def timestamp(moment: datetime) -> str:
+    """A moment as JSON shows it here: UTC, milliseconds, ``Z`` (``2026-01-02T03:04:05.678Z``)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object; anything else is a VALIDATION_ERROR (400/415/413)."""
+    if request.content_type != "application/json":
+        raise validation_error(
+            "The request body must be JSON (Content-Type: application/json).",
+            status=415,
+            hint="Send the header Content-Type: application/json.",
+        )
+    raw = await request.read()  # aiohttp raises 413 past client_max_size
+    if not raw.strip():
+        raise validation_error("The request body is empty; a JSON object is expected.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise validation_error(f"The request body is not valid JSON: {error.msg} at position {error.pos}.") from None
+    if not isinstance(body, dict):
+        raise validation_error(
+            f"The request body must be a JSON object, not {type(body).__name__ if body is not None else 'null'}."
+        )
+    return body

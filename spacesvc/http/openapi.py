@@ -1,0 +1,135 @@
+"""The OpenAPI 3 document and Swagger UI, built by aiohttp-apispec from the handlers' ``@docs``.
+
+aiohttp-apispec 3.0.0b2 builds an OpenAPI 2 spec; ``OpenApi3Spec`` swaps in a 3.0 APISpec and
+keeps the rest (route discovery, the Swagger UI page). Operations are described in OpenAPI 3
+terms (``requestBody``, ``content``) with marshmallow schemas that the plugin resolves to refs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import AiohttpApiSpec
+from apispec import APISpec
+from marshmallow import Schema
+
+from spacesvc.http.errors import STATUS
+from spacesvc.http.schemas import ErrorSchema
+
+DOCS_PATH = "/api/docs"
+OPENAPI_PATH = "/api/docs/openapi.json"
+JSON = "application/json"
+
+ERROR_DESCRIPTIONS = {
+    400: "Malformed input, failed validation or unknown field (VALIDATION_ERROR).",
+    401: "Missing, malformed, unknown, expired or revoked token (UNAUTHORIZED).",
+    403: "The token's role (FORBIDDEN_ROLE) or scopes (FORBIDDEN_SCOPE) do not permit this.",
+    404: "Nothing configured, or no such route (NOT_FOUND).",
+    405: "Method not allowed; see the Allow header (VALIDATION_ERROR).",
+    409: "IDEMPOTENCY_KEY_REUSED (same key, other body), or CONFLICT (that key's first request still in flight).",
+    412: "If-Match / If-None-Match precondition failed (CONFLICT).",
+    413: "Request body over 64 KiB (VALIDATION_ERROR).",
+    415: "Request body is not application/json (VALIDATION_ERROR).",
+    422: "A read-only field was sent (READONLY_FIELD).",
+    429: "Over the rate limit (RATE_LIMITED); see Retry-After, RateLimit-Policy and RateLimit.",
+    500: "Unexpected error (INTERNAL); quote the requestId.",
+    503: "PostgreSQL or the secret backend is unavailable (SERVICE_UNAVAILABLE); see Retry-After.",
+}
+Headers = dict[str, dict[str, Any]]
+
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+
+RETRY_AFTER: Headers = {
+    "Retry-After": {"schema": {"type": "integer"}, "required": True, "description": "seconds to wait"}
+}
+REQUEST_ID: Headers = {
+    "X-Request-ID": {"schema": {"type": "string"}, "required": True, "description": "req_<ULID>, also in the log"}
+}
+
+
+RATE_LIMIT_HEADERS: Headers = {
+    "RateLimit-Policy": {"schema": {"type": "string"}, "description": 'e.g. "requests";q=600;w=60'},
+    "RateLimit": {"schema": {"type": "string"}, "description": 'e.g. "requests";r=599;t=1'},
+}
+IDEMPOTENCY_KEY_PARAM = {
+    "in": "header",
+    "name": "Idempotency-Key",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Retry-safe writes: a 2xx result is kept 24 h per token and replayed for the same key "
+    "and body (with Idempotent-Replayed: true).",
+}
+REPLAYED: Headers = {
+    "Idempotent-Replayed": {"schema": {"type": "string", "enum": ["true"]}, "description": "on a replay"}
+}
+
+
+def etag_header(*, always: bool) -> dict[str, Any]:
+    when = "" if always else " Present when a configuration is returned."
+    return {
+        "ETag": {
+            "schema": {"type": "string"},
+            "required": always,
+            "description": f'The configuration version, quoted: "<version>".{when}',
+        }
+    }
+
+
+def ok(
+    schema: type[Schema], description: str, *, etag: dict[str, Any] | None = None, replayable: bool = False
+) -> dict[str, Any]:
+    headers = {**REQUEST_ID, **RATE_LIMIT_HEADERS, **(etag or {}), **(REPLAYED if replayable else {})}
+    return {"description": description, "headers": headers, "content": {JSON: {"schema": schema}}}
+
+
+def errors(*statuses: int) -> dict[int, dict[str, Any]]:
+    """Envelope responses for the given statuses (500 is always added)."""
+    documented = {}
+    for status in sorted({*statuses, 500}):
+        headers: Headers = {**REQUEST_ID, **(RETRY_AFTER if status == 503 else {})}
+        if status == 401:
+            headers["WWW-Authenticate"] = {"schema": {"type": "string"}, "required": True}
+        if status == 405:
+            headers["Allow"] = {"schema": {"type": "string"}, "required": True}
+        if status == 429:
+            headers.update({**RETRY_AFTER, **RATE_LIMIT_HEADERS})
+        documented[status] = {
+            "description": ERROR_DESCRIPTIONS[status],
+            "headers": headers,
+            "content": {JSON: {"schema": ErrorSchema}},
+        }
+    return documented
+
+
+def json_body(schema: Schema | type[Schema], description: str) -> dict[str, Any]:
+    return {"required": True, "description": description, "content": {JSON: {"schema": schema}}}
+
+
+class OpenApi3Spec(AiohttpApiSpec):
+    def __init__(self, *, title: str, version: str) -> None:
+        super().__init__(
+            url=OPENAPI_PATH, swagger_path=DOCS_PATH, static_path=f"{DOCS_PATH}/static", title=title, version=version
+        )
+        self.spec = APISpec(
+            title=title,
+            version=version,
+            openapi_version="3.0.3",
+            plugins=(self.plugin,),
+            info={
+                "description": "Global Spaces / S3 configuration; BRIDGEPORT-compatible. "
+                "Every error uses the envelope schema Error. "
+                f"Codes and statuses: {', '.join(f'{c.value} {s}' for c, s in STATUS.items())}."
+            },
+        )
+        self.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+
+    def _update_paths(self, data: dict[str, Any], method: str, url_path: str) -> None:
+        operation = {k: v for k, v in data.items() if k not in ("produces", "schemas")}
+        if not operation.get("parameters"):
+            operation.pop("parameters", None)
+        self.spec.path(path=url_path, operations={method: operation})
+
+
+def setup_openapi(app: web.Application, version: str) -> None:
+    OpenApi3Spec(title="spacesvc", version=version).register(app, in_place=True)

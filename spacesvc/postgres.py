@@ -1,0 +1,97 @@
+"""The PostgreSQL pool: its life-cycle, and the one place where database failures become ``Unavailable``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import asyncpg
+from aiohttp import web
+from yarl import URL
+
+from spacesvc.errors import Unavailable
+from spacesvc.settings import Settings
+from spacesvc.typedefs import POOL, SETTINGS
+
+log = logging.getLogger("spacesvc.postgres")
+
+# Shutdown never waits longer than this for connections still busy.
+POOL_CLOSE_SECONDS = 10.0
+
+# What PostgreSQL being down, restarting, overloaded or cut off looks like from asyncpg.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.QueryCanceledError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+def masked_dsn(dsn: str) -> str:
+    """The DSN with its password hidden, for log lines."""
+    url = URL(dsn)
+    return str(url.with_password("***")) if url.password else dsn
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Return connections to the pool without asyncpg's reset query (one round trip per release).
+
+    asyncpg still rolls back a transaction left open. The service keeps no session state on
+    pooled connections: no SET, no session advisory locks (only transaction-scoped ones), no
+    LISTEN, no cursors; the migration runner's session lock uses a connection of its own.
+    """
+
+
+async def create_pool(settings: Settings) -> asyncpg.Pool:
+    assert settings.database_url is not None, "resolve the embedded database first"
+    pool = await asyncpg.create_pool(
+        settings.database_url,
+        min_size=0,
+        max_size=settings.db_pool_max_size,
+        timeout=settings.db_connect_timeout,
+        command_timeout=settings.db_statement_timeout,
+        server_settings={"application_name": "spacesvc"},
+        reset=_keep_session,
+    )
+    assert pool is not None
+    return pool
+
+
+async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The app's pool: opened when the app starts, closed (within a bound) when it stops."""
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    log.info("connecting to PostgreSQL at %s", masked_dsn(settings.database_url))
+    pool = await create_pool(settings)
+    app[POOL] = pool
+    try:
+        yield
+    finally:
+        try:
+            async with asyncio.timeout(POOL_CLOSE_SECONDS):
+                await pool.close()
+        except TimeoutError:
+            log.warning("PostgreSQL connections did not close within %ss; terminating them", POOL_CLOSE_SECONDS)
+            pool.terminate()
+
+
+@asynccontextmanager
+async def connection(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; PostgreSQL failing or too slow raises Unavailable (503)."""
+    try:
+        async with pool.acquire(timeout=timeout) as conn:
+            yield conn
+    except UNAVAILABLE_ERRORS as error:
+        log.warning("database unavailable: %s", type(error).__name__)
+        raise Unavailable("database", "The database is not reachable right now.") from error
+
+
+def acquire(app: web.Application) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A connection from the app's pool, within the configured acquire bound."""
+    return connection(app[POOL], app[SETTINGS].db_acquire_timeout)

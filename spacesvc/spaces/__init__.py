@@ -1,0 +1,1 @@
+"""The global Spaces configuration: its model, validation, SQL, schemas and views."""

@@ -1,0 +1,144 @@
+"""``POST /api/settings/spaces/test`` and ``GET /api/settings/spaces/buckets``: the saved (or a
+proposed) configuration tried against its S3-compatible endpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp_apispec import docs
+from botocore.exceptions import BotoCoreError, ClientError
+
+from backends import SecretBackend
+from spacesvc import postgres
+from spacesvc.errors import InvalidInput, NotFound, Unavailable
+from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, authorize, requires
+from spacesvc.http.jsonio import json_response, read_json_object
+from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
+from spacesvc.s3 import Target, endpoint_url, is_scoped_key, reason
+from spacesvc.spaces import queries
+from spacesvc.spaces.model import SpacesFields
+from spacesvc.spaces.schemas import BucketListSchema, ConnectionTestSchema, SpacesConfigInput
+from spacesvc.spaces.validation import parse_put
+from spacesvc.spaces.views import not_configured
+from spacesvc.typedefs import PRINCIPAL, S3, SECRET_BACKEND
+
+
+def target_for(fields: SpacesFields, secret: str) -> Target:
+    return Target(fields.effective_endpoint, fields.region, fields.access_key, secret)
+
+
+def _no_secret() -> InvalidInput:
+    return InvalidInput(
+        "No secretKey is stored, so the credentials cannot be tried.",
+        field="secretKey",
+        hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
+    )
+
+
+async def _load_saved(
+    request: web.Request, *, secret_needed: Callable[[SpacesFields], bool]
+) -> tuple[SpacesFields, str | None]:
+    """The saved fields and, when ``secret_needed`` says so, the secret from whichever backend
+    holds it, over one connection; 404 when nothing is configured."""
+    app = request.app
+    backend: SecretBackend = app[SECRET_BACKEND]
+    async with postgres.acquire(app) as conn:
+        config = await queries.get_config(conn)
+        if config is None:
+            raise not_configured()
+        readable = secret_needed(config.fields) and config.secret_backend == backend.name
+        secret = await backend.read(conn, config.secret_location) if readable else None
+    return config.fields, secret
+
+
+def _always(fields: SpacesFields) -> bool:
+    return True
+
+
+class SpacesTestView(web.View):
+    URL_PATH = "/api/settings/spaces/test"
+
+    @docs(
+        tags=["settings"],
+        summary="Test the saved credentials (or proposed ones) against the endpoint",
+        description="HeadBucket on each configured bucket, or ListBuckets when none are configured; "
+        "an AccessDenied on ListBuckets means a bucket-scoped key (scopedKey). Without a body: any "
+        "role with settings:read tests the saved configuration. With a body (the fields of PUT; "
+        "secretKey may be omitted to use the stored one): role admin and settings:write, since the "
+        "caller chooses the endpoint. Answers within about 10 s.",
+        security=SECURITY,
+        parameters=[IDEMPOTENCY_KEY_PARAM],
+        requestBody={
+            **json_body(SpacesConfigInput, "Optional: credentials to try before saving them"),
+            "required": False,
+        },
+        responses={
+            200: ok(ConnectionTestSchema, "The test ran"),
+            **errors(400, 401, 403, 404, 413, 415, 422, 429, 503),
+        },
+    )
+    async def post(self) -> web.Response:
+        request = self.request
+        if request.can_read_body:
+            authorize(request[PRINCIPAL], ADMIN, WRITE)
+            proposed = parse_put(await read_json_object(request))
+            tested, secret = proposed.fields, proposed.secret or await _stored_secret_if_any(request)
+        else:
+            authorize(request[PRINCIPAL], ANY_ROLE, READ)
+            tested, secret = await _load_saved(request, secret_needed=_always)
+        if secret is None:
+            raise _no_secret()
+        report = await request.app[S3].test(target_for(tested, secret), list(tested.buckets))
+        return json_response(report.body())
+
+
+async def _stored_secret_if_any(request: web.Request) -> str | None:
+    try:
+        return (await _load_saved(request, secret_needed=_always))[1]
+    except NotFound:
+        return None
+
+
+class SpacesBucketsView(web.View):
+    URL_PATH = "/api/settings/spaces/buckets"
+
+    @docs(
+        tags=["settings"],
+        summary="The buckets: the configured ones, or those the key can list",
+        security=SECURITY,
+        responses={200: ok(BucketListSchema, "The buckets"), **errors(400, 401, 403, 404, 429, 503)},
+    )
+    @requires(roles=ANY_ROLE, scope=READ)
+    async def get(self) -> web.Response:
+        # the secret is read only when the buckets must be discovered
+        saved_fields, secret = await _load_saved(self.request, secret_needed=lambda fields: not fields.buckets)
+        if saved_fields.buckets:
+            return json_response({"buckets": list(saved_fields.buckets), "source": "configured"})
+        if secret is None:
+            raise _no_secret()
+        target = target_for(saved_fields, secret)
+        try:
+            found = await self.request.app[S3].list_buckets(target)
+        except ClientError as error:
+            if is_scoped_key(error):
+                return json_response(
+                    {
+                        "buckets": [],
+                        "source": "discovered",
+                        "scopedKey": True,
+                        "hint": "The key may not list buckets; add the bucket names to the configuration.",
+                    }
+                )
+            raise _storage_unavailable(target, error) from None
+        except (TimeoutError, BotoCoreError) as error:
+            raise _storage_unavailable(target, error) from None
+        return json_response({"buckets": found, "source": "discovered"})
+
+
+def _storage_unavailable(target: Target, error: BaseException) -> Unavailable:
+    return Unavailable(
+        "storage",
+        f"Could not list buckets at {endpoint_url(target.endpoint)}: {reason(error)}.",
+        hint="POST /api/settings/spaces/test checks the endpoint and credentials in detail.",
+    )

@@ -1,0 +1,113 @@
+"""The Spaces configuration as the service thinks of it: the writable fields, a write's input,
+the stored configuration, and the conditions a write may carry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from backends import SecretLocation
+from spacesvc.errors import PreconditionFailed
+
+DEFAULT_REGION = "fra1"
+
+
+def default_endpoint(region: str) -> str:
+    """BRIDGEPORT's default: the region's DigitalOcean Spaces host."""
+    return f"{region}.digitaloceanspaces.com"
+
+
+@dataclass(frozen=True)
+class SpacesFields:
+    """The writable non-secret fields, as stored. ``endpoint`` None means derived from region."""
+
+    access_key: str
+    region: str = DEFAULT_REGION
+    endpoint: str | None = None
+    buckets: tuple[str, ...] = ()
+
+    @property
+    def effective_endpoint(self) -> str:
+        """The endpoint requests go to: the stored one, or the region's DigitalOcean Spaces host."""
+        return self.endpoint or default_endpoint(self.region)
+
+
+@dataclass(frozen=True)
+class SpacesInput:
+    """A configuration to store: the fields, and a new secret if one was given (None keeps the stored one)."""
+
+    fields: SpacesFields
+    secret: str | None
+
+
+@dataclass(frozen=True)
+class SpacesPatch:
+    """A JSON Merge Patch of the writable fields; a key mapped to None resets it to its default."""
+
+    changes: Mapping[str, Any]
+    secret: str | None
+
+    def apply(self, current: SpacesFields) -> SpacesFields:
+        updated = current
+        for name, value in self.changes.items():
+            if name == "accessKey":
+                updated = replace(updated, access_key=value)
+            elif name == "region":
+                updated = replace(updated, region=value or DEFAULT_REGION)
+            elif name == "endpoint":
+                updated = replace(updated, endpoint=value)
+            elif name == "buckets":
+                updated = replace(updated, buckets=tuple(value or ()))
+        return updated
+
+
+@dataclass(frozen=True)
+class SpacesConfig:
+    """The stored configuration: its fields, where its secret is, and its bookkeeping."""
+
+    id: str
+    fields: SpacesFields
+    secret_backend: str
+    secret_stored: bool
+    secret_version: int | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    updated_by: str
+
+    @property
+    def secret_location(self) -> SecretLocation:
+        return SecretLocation(self.id, self.secret_version)
+
+
+@dataclass(frozen=True)
+class Preconditions:
+    """``If-Match`` (a version) and ``If-None-Match: *`` (create only)."""
+
+    if_match: int | None = None
+    create_only: bool = False
+
+    def check(self, current: SpacesConfig | None) -> None:
+        if self.create_only and current is not None:
+            raise PreconditionFailed(
+                "The Spaces configuration exists already (If-None-Match: *).",
+                hint="Drop If-None-Match to replace it, or send If-Match with its current version.",
+            )
+        if self.if_match is not None and (current is None or current.version != self.if_match):
+            found = "nothing is configured" if current is None else f"the current version is {current.version}"
+            raise PreconditionFailed(
+                f"If-Match expected version {self.if_match}, but {found}.",
+                hint="Re-read the configuration (GET) and retry with its ETag.",
+            )
+
+
+UNCONDITIONAL = Preconditions()
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    config: SpacesConfig
+    created: bool
+    changed: bool

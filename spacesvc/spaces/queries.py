@@ -1,0 +1,220 @@
+"""The Spaces configuration's data layer: named SQL, one transaction per write.
+
+Every write takes one transaction-scoped advisory lock, so concurrent writers serialize (also
+when no row exists yet, where a row lock would have nothing to lock). The row and its secret
+are written in that same transaction, so they commit, or fail, together.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+
+import asyncpg
+
+from backends import SecretBackend, SecretLocation, SecretUnreadable
+from spacesvc.errors import InvalidInput
+from spacesvc.spaces.model import (
+    UNCONDITIONAL,
+    Preconditions,
+    SpacesConfig,
+    SpacesFields,
+    SpacesInput,
+    WriteOutcome,
+)
+
+WRITE_LOCK_ID = 0x5BACE5_0002
+
+LOCK_FOR_WRITE = "SELECT pg_advisory_xact_lock($1)"
+# The columns every query that returns a configuration reads (see _config).
+CONFIG_COLUMNS = """id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
+    secret_version, version, created_at, updated_at, updated_by"""
+SELECT_CONFIG = f"SELECT {CONFIG_COLUMNS} FROM spaces_config"
+INSERT_CONFIG = """
+INSERT INTO spaces_config (access_key, region, endpoint, buckets, secret_backend, updated_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id::text
+"""
+UPDATE_CONFIG = f"""
+UPDATE spaces_config
+SET access_key = $1, region = $2, endpoint = $3, buckets = $4, secret_backend = $5,
+    secret_stored = $6, secret_version = $7, version = $8, updated_at = now(), updated_by = $9
+RETURNING {CONFIG_COLUMNS}
+"""
+DELETE_CONFIG = "DELETE FROM spaces_config"
+MOVE_SECRET = f"""
+UPDATE spaces_config
+SET secret_backend = $1, secret_stored = true, secret_version = $2, version = version + 1,
+    updated_at = now(), updated_by = $3
+RETURNING {CONFIG_COLUMNS}
+"""
+
+
+class SecretMoveError(Exception):
+    """The secret could not be moved between backends; nothing was changed. str() is one line."""
+
+
+def _config(row: asyncpg.Record) -> SpacesConfig:
+    return SpacesConfig(
+        id=row["id"],
+        fields=SpacesFields(row["access_key"], row["region"], row["endpoint"], tuple(row["buckets"])),
+        secret_backend=row["secret_backend"],
+        secret_stored=row["secret_stored"],
+        secret_version=row["secret_version"],
+        version=row["version"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        updated_by=row["updated_by"],
+    )
+
+
+async def get_config(conn: asyncpg.Connection) -> SpacesConfig | None:
+    row = await conn.fetchrow(SELECT_CONFIG)
+    return _config(row) if row is not None else None
+
+
+async def _lock_for_write(conn: asyncpg.Connection) -> SpacesConfig | None:
+    """Inside a transaction: wait for the write lock, then read the configuration it guards."""
+    await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
+    return await get_config(conn)
+
+
+async def write_config(
+    conn: asyncpg.Connection,
+    backend: SecretBackend,
+    build: Callable[[SpacesConfig | None], SpacesInput],
+    *,
+    actor: str,
+    preconditions: Preconditions = UNCONDITIONAL,
+) -> WriteOutcome:
+    """Create or change the configuration atomically.
+
+    ``build`` runs under the write lock with the current configuration (None if there is
+    none) and returns what to store; it may raise, which rolls everything back.
+    """
+    async with conn.transaction():
+        current = await _lock_for_write(conn)
+        preconditions.check(current)
+        desired = build(current)
+        if current is None:
+            return await _create(conn, backend, desired, actor)
+        return await _update(conn, backend, current, desired, actor)
+
+
+async def _create(conn: asyncpg.Connection, backend: SecretBackend, desired: SpacesInput, actor: str) -> WriteOutcome:
+    if desired.secret is None and backend.writable:
+        raise InvalidInput(
+            "secretKey is required when the Spaces configuration is first created.",
+            field="secretKey",
+            details={"secretKey": ["Missing data for required field."]},
+        )
+    fields = desired.fields
+    config_id = await conn.fetchval(
+        INSERT_CONFIG, fields.access_key, fields.region, fields.endpoint, list(fields.buckets), backend.name, actor
+    )
+    secret_version = None
+    if desired.secret is not None:
+        secret_version = await backend.write(conn, SecretLocation(config_id), desired.secret)
+    config = await _store(
+        conn, backend.name, fields, desired.secret is not None, secret_version, version=1, actor=actor
+    )
+    return WriteOutcome(config, created=True, changed=True)
+
+
+async def _update(
+    conn: asyncpg.Connection, backend: SecretBackend, current: SpacesConfig, desired: SpacesInput, actor: str
+) -> WriteOutcome:
+    secret_stored, secret_version = current.secret_stored, current.secret_version
+    secret_changed = False
+    if desired.secret is not None:
+        stored = await _stored_secret(conn, backend, current)
+        if stored is None or not hmac.compare_digest(stored.encode(), desired.secret.encode()):
+            secret_version = await backend.write(conn, current.secret_location, desired.secret)
+            secret_stored, secret_changed = True, True
+    if not secret_changed and desired.fields == current.fields:
+        return WriteOutcome(current, created=False, changed=False)
+    # The row names the backend that holds its secret: only a secret written now moves it.
+    holder = backend.name if secret_changed else current.secret_backend
+    config = await _store(
+        conn, holder, desired.fields, secret_stored, secret_version, version=current.version + 1, actor=actor
+    )
+    return WriteOutcome(config, created=False, changed=True)
+
+
+async def _stored_secret(conn: asyncpg.Connection, backend: SecretBackend, current: SpacesConfig) -> str | None:
+    """The secret stored now, to compare with a new one; an unreadable one counts as absent,
+    so that sending a new secret is how an operator recovers from a lost key."""
+    if not current.secret_stored or current.secret_backend != backend.name:
+        return None
+    try:
+        return await backend.read(conn, current.secret_location)
+    except SecretUnreadable:
+        return None
+
+
+async def _store(
+    conn: asyncpg.Connection,
+    secret_backend: str,
+    fields: SpacesFields,
+    secret_stored: bool,
+    secret_version: int | None,
+    *,
+    version: int,
+    actor: str,
+) -> SpacesConfig:
+    row = await conn.fetchrow(
+        UPDATE_CONFIG,
+        fields.access_key,
+        fields.region,
+        fields.endpoint,
+        list(fields.buckets),
+        secret_backend,
+        secret_stored,
+        secret_version,
+        version,
+        actor,
+    )
+    return _config(row)
+
+
+async def delete_config(
+    conn: asyncpg.Connection, backend: SecretBackend, preconditions: Preconditions = UNCONDITIONAL
+) -> SpacesConfig | None:
+    """Remove the row and its secret together; returns what was removed (None: nothing was)."""
+    async with conn.transaction():
+        current = await _lock_for_write(conn)
+        if current is None:
+            return None
+        preconditions.check(current)
+        await conn.execute(DELETE_CONFIG)
+        await backend.delete(conn, current.secret_location)
+    await backend.purge(current.secret_location)
+    return current
+
+
+async def move_secret(
+    conn: asyncpg.Connection, source: SecretBackend, target: SecretBackend, *, actor: str
+) -> SpacesConfig:
+    """Copy the secret from ``source`` to ``target``, confirm it reads back, then point the row
+    at the target and remove the source copy; any failure before that keeps the source as it was."""
+    async with conn.transaction():
+        current = await _lock_for_write(conn)
+        if current is None:
+            raise SecretMoveError("nothing is configured: there is no secret to move")
+        if current.secret_backend == target.name:
+            raise SecretMoveError(f"the secret is already in the {target.name} backend")
+        if current.secret_backend != source.name:
+            raise SecretMoveError(
+                f"the stored secret is in the {current.secret_backend} backend: "
+                f"run this with SPACESVC_SECRET_BACKEND={current.secret_backend}"
+            )
+        secret = await source.read(conn, current.secret_location)
+        if secret is None:
+            raise SecretMoveError(f"the {source.name} backend holds no secret to move")
+        version = await target.write(conn, SecretLocation(current.id), secret)
+        if await target.read(conn, SecretLocation(current.id, version)) != secret:
+            raise SecretMoveError(f"the {target.name} backend did not return the secret it was given; nothing moved")
+        moved = _config(await conn.fetchrow(MOVE_SECRET, target.name, version, actor))
+        await source.delete(conn, current.secret_location)
+    await source.purge(current.secret_location)
+    return moved

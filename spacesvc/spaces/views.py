@@ -1,0 +1,201 @@
+"""``/api/settings/spaces``: read, replace, patch and delete the global Spaces configuration."""
+
+from __future__ import annotations
+
+import re
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from backends import SecretBackend
+from spacesvc import postgres
+from spacesvc.errors import NotFound
+from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
+from spacesvc.http.errors import readonly_field, validation_error
+from spacesvc.http.jsonio import json_response, read_json_object, timestamp
+from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
+from spacesvc.http.schemas import SuccessSchema
+from spacesvc.spaces import queries
+from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput
+from spacesvc.spaces.schemas import SpacesConfigEnvelopeSchema, SpacesConfigInput, SpacesStatusSchema
+from spacesvc.spaces.validation import parse_patch, parse_put
+from spacesvc.typedefs import PRINCIPAL, SECRET_BACKEND
+
+ETAG_VALUE = re.compile(r'^(?:W/)?"(\d{1,9})"$')
+IF_MATCH_PARAM = {
+    "in": "header",
+    "name": "If-Match",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": 'Make the write conditional on the current version: "<version>" (the ETag).',
+}
+IF_NONE_MATCH_PARAM = {
+    "in": "header",
+    "name": "If-None-Match",
+    "required": False,
+    "schema": {"type": "string", "enum": ["*"]},
+    "description": "* : create only; fails with 412 if a configuration exists.",
+}
+
+
+def not_configured() -> NotFound:
+    return NotFound("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")
+
+
+def present(config: SpacesConfig, backend: SecretBackend) -> dict[str, Any]:
+    """The configuration as clients see it: BRIDGEPORT's fields plus the read-only extras, no secret."""
+    fields = config.fields
+    return {
+        "id": config.id,
+        "accessKey": fields.access_key,
+        "region": fields.region,
+        "endpoint": fields.effective_endpoint,
+        "buckets": list(fields.buckets),
+        "hasSecretKey": backend.has_secret(config.secret_stored),
+        "secretBackend": config.secret_backend,
+        "version": config.version,
+        "createdAt": timestamp(config.created_at),
+        "updatedAt": timestamp(config.updated_at),
+        "updatedBy": config.updated_by,
+    }
+
+
+def etag(config: SpacesConfig) -> dict[str, str]:
+    return {"ETag": f'"{config.version}"'}
+
+
+def preconditions(request: web.Request, *, allow_create_only: bool) -> Preconditions:
+    if_match = request.headers.get("If-Match")
+    if_none_match = request.headers.get("If-None-Match")
+    version = None
+    if if_match is not None:
+        match = ETAG_VALUE.match(if_match.strip())
+        if not match:
+            raise validation_error(
+                'If-Match must be one ETag, "<version>", as returned in the ETag header.', field="If-Match"
+            )
+        version = int(match[1])
+    if if_none_match is not None and (not allow_create_only or if_none_match.strip() != "*"):
+        raise validation_error("If-None-Match is only supported as '*' on PUT.", field="If-None-Match")
+    return Preconditions(if_match=version, create_only=if_none_match is not None)
+
+
+class SpacesSettingsView(web.View):
+    URL_PATH = "/api/settings/spaces"
+
+    @property
+    def backend(self) -> SecretBackend:
+        return self.request.app[SECRET_BACKEND]
+
+    def connection(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return postgres.acquire(self.request.app)
+
+    @docs(
+        tags=["settings"],
+        summary="Get the global Spaces configuration",
+        security=SECURITY,
+        responses={
+            200: ok(SpacesStatusSchema, "The configuration, or configured: false", etag=etag_header(always=False)),
+            **errors(401, 403, 429, 503),
+        },
+    )
+    @requires(roles=ANY_ROLE, scope=READ)
+    async def get(self) -> web.Response:
+        async with self.connection() as conn:
+            config = await queries.get_config(conn)
+        if config is None:
+            return json_response({"configured": False, "config": None})
+        return json_response({"configured": True, "config": present(config, self.backend)}, headers=etag(config))
+
+    @docs(
+        tags=["settings"],
+        summary="Create or replace the global Spaces configuration (admin only)",
+        description="A full replacement of the non-secret fields; omitted optional fields take their defaults. "
+        "secretKey is required on creation (unless the backend is env); omitted or empty keeps the stored one. "
+        "A PUT that changes nothing answers 200 without bumping version.",
+        security=SECURITY,
+        parameters=[IF_MATCH_PARAM, IF_NONE_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
+        requestBody=json_body(SpacesConfigInput, "The configuration"),
+        responses={
+            200: ok(
+                SpacesConfigEnvelopeSchema, "Replaced (or unchanged)", etag=etag_header(always=True), replayable=True
+            ),
+            201: ok(SpacesConfigEnvelopeSchema, "Created", etag=etag_header(always=True), replayable=True),
+            **errors(400, 401, 403, 409, 412, 413, 415, 422, 429, 503),
+        },
+    )
+    @requires(roles=ADMIN, scope=WRITE)
+    async def put(self) -> web.Response:
+        conditions = preconditions(self.request, allow_create_only=True)
+        wanted = parse_put(await read_json_object(self.request))
+        self._refuse_unwritable_secret(wanted.secret, "PUT")
+        async with self.connection() as conn:
+            outcome = await queries.write_config(
+                conn,
+                self.backend,
+                lambda current: wanted,
+                actor=self.request[PRINCIPAL].name,
+                preconditions=conditions,
+            )
+        return self._config_response(outcome.config, status=201 if outcome.created else 200)
+
+    @docs(
+        tags=["settings"],
+        summary="Change some fields of the Spaces configuration (JSON Merge Patch, RFC 7396)",
+        description="null resets an optional field to its default; arrays are replaced whole. "
+        "A PATCH that changes nothing answers 200 without bumping version.",
+        security=SECURITY,
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
+        requestBody=json_body(SpacesConfigInput(partial=True), "The fields to change"),
+        responses={
+            200: ok(
+                SpacesConfigEnvelopeSchema, "Changed (or unchanged)", etag=etag_header(always=True), replayable=True
+            ),
+            **errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 429, 503),
+        },
+    )
+    @requires(roles=ADMIN, scope=WRITE)
+    async def patch(self) -> web.Response:
+        conditions = preconditions(self.request, allow_create_only=False)
+        patch = parse_patch(await read_json_object(self.request))
+        self._refuse_unwritable_secret(patch.secret, "PATCH")
+
+        def build(current: SpacesConfig | None) -> SpacesInput:
+            if current is None:
+                raise not_configured()
+            return SpacesInput(patch.apply(current.fields), patch.secret)
+
+        async with self.connection() as conn:
+            outcome = await queries.write_config(
+                conn, self.backend, build, actor=self.request[PRINCIPAL].name, preconditions=conditions
+            )
+        return self._config_response(outcome.config, status=200)
+
+    @docs(
+        tags=["settings"],
+        summary="Delete the Spaces configuration and its stored secret",
+        security=SECURITY,
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
+        responses={
+            200: ok(SuccessSchema, "Deleted", replayable=True),
+            **errors(400, 401, 403, 404, 409, 412, 429, 503),
+        },
+    )
+    @requires(roles=ADMIN, scope=WRITE)
+    async def delete(self) -> web.Response:
+        conditions = preconditions(self.request, allow_create_only=False)
+        async with self.connection() as conn:
+            removed = await queries.delete_config(conn, self.backend, conditions)
+        if removed is None:
+            raise not_configured()
+        return json_response({"success": True})
+
+    def _refuse_unwritable_secret(self, secret: str | None, method: str) -> None:
+        if secret is not None and not self.backend.writable:
+            raise readonly_field("secretKey", method, self.backend.read_only_hint)
+
+    def _config_response(self, config: SpacesConfig, *, status: int) -> web.Response:
+        return json_response({"config": present(config, self.backend)}, status=status, headers=etag(config))

@@ -1,0 +1,1 @@
+"""API tokens: their model and the SQL that manages and verifies them."""

@@ -1,0 +1,98 @@
+"""The SQL that creates, lists, revokes and verifies API tokens (only their hashes are stored)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+
+from spacesvc.tokens.model import (
+    ROLES,
+    SCOPES,
+    InvalidToken,
+    Principal,
+    TokenError,
+    TokenInfo,
+    generate_token,
+    hash_token,
+)
+
+SELECT_PRINCIPAL = """
+SELECT id, name, role, scopes, expires_at, revoked_at, expires_at <= now() AS expired
+FROM api_tokens WHERE token_hash = $1
+"""
+# The columns every query that describes a token reads (see _info); never the hash.
+TOKEN_COLUMNS = "id, name, role, scopes, created_at, expires_at, revoked_at"
+INSERT_TOKEN = f"""
+INSERT INTO api_tokens (name, token_hash, role, scopes, expires_at)
+VALUES ($1, $2, $3, $4, now() + $5::interval)
+RETURNING {TOKEN_COLUMNS}
+"""
+SELECT_TOKENS = f"""
+SELECT {TOKEN_COLUMNS} FROM api_tokens
+ORDER BY created_at, name
+"""
+REVOKE_TOKEN = f"""
+UPDATE api_tokens SET revoked_at = now()
+WHERE revoked_at IS NULL AND (name = $1 OR id::text = $1)
+RETURNING {TOKEN_COLUMNS}
+"""
+COUNT_TOKENS = "SELECT count(*) FROM api_tokens"
+
+
+def _info(row: asyncpg.Record) -> TokenInfo:
+    return TokenInfo(
+        id=str(row["id"]),
+        name=row["name"],
+        role=row["role"],
+        scopes=tuple(row["scopes"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+async def create_token(
+    conn: asyncpg.Connection,
+    *,
+    name: str,
+    role: str,
+    scopes: list[str],
+    expires_in: timedelta | None = None,
+) -> tuple[str, TokenInfo]:
+    """Create a token; returns the token itself (shown once) and its stored description."""
+    if not name or len(name) > 100 or not name.isprintable():
+        raise TokenError("--name must be 1-100 printable characters")
+    if role not in ROLES:
+        raise TokenError(f"--role {role!r}: choose one of {', '.join(ROLES)}")
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown:
+        raise TokenError(f"--scope {unknown[0]!r}: choose from {', '.join(SCOPES)}")
+    token = generate_token()
+    try:
+        row = await conn.fetchrow(INSERT_TOKEN, name, hash_token(token), role, sorted(set(scopes)), expires_in)
+    except asyncpg.UniqueViolationError:
+        raise TokenError(f"a live token named {name!r} exists already; revoke it or pick another name") from None
+    return token, _info(row)
+
+
+async def list_tokens(conn: asyncpg.Connection) -> list[TokenInfo]:
+    return [_info(row) for row in await conn.fetch(SELECT_TOKENS)]
+
+
+async def revoke_token(conn: asyncpg.Connection, name_or_id: str) -> TokenInfo:
+    row = await conn.fetchrow(REVOKE_TOKEN, name_or_id)
+    if row is None:
+        raise TokenError(f"no live token named or with id {name_or_id!r}")
+    return _info(row)
+
+
+async def count_tokens(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval(COUNT_TOKENS))
+
+
+async def authenticate(conn: asyncpg.Connection, token: str) -> Principal:
+    row = await conn.fetchrow(SELECT_PRINCIPAL, hash_token(token))
+    if row is None or row["revoked_at"] is not None or row["expired"]:
+        raise InvalidToken()
+    return Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]))

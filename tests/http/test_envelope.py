@@ -1,0 +1,89 @@
+"""One JSON envelope for every non-2xx answer, and X-Request-ID on every response."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from spacesvc.settings import Settings
+from tests.support.api import BODY, REQUEST_ID, SPACES, MakeClient, assert_envelope
+from tests.support.logs import ServerLog
+
+
+async def test_unknown_route_is_404_in_the_envelope(client: TestClient) -> None:
+    await assert_envelope(await client.get("/api/nothing-here"), 404, "NOT_FOUND")
+
+
+async def test_wrong_method_is_405_with_allow(client: TestClient, admin: dict) -> None:
+    resp = await client.post(SPACES, headers=admin)
+    await assert_envelope(resp, 405, "VALIDATION_ERROR")
+    assert set(resp.headers["Allow"].split(",")) >= {"GET", "PUT", "PATCH", "DELETE"}
+    resp = await client.post("/healthz")
+    await assert_envelope(resp, 405, "VALIDATION_ERROR")
+    assert "GET" in resp.headers["Allow"]
+
+
+async def test_body_over_64_kib_is_413(client: TestClient, admin: dict) -> None:
+    body = json.dumps({**BODY, "accessKey": "A" * (65 * 1024)})
+    resp = await client.put(SPACES, data=body, headers={**admin, "Content-Type": "application/json"})
+    await assert_envelope(resp, 413, "VALIDATION_ERROR")
+
+
+async def test_non_json_content_type_is_415(client: TestClient, admin: dict) -> None:
+    resp = await client.put(
+        SPACES, data="accessKey=x", headers={**admin, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+    await assert_envelope(resp, 415, "VALIDATION_ERROR")
+
+
+async def test_malformed_json_is_400(client: TestClient, admin: dict) -> None:
+    resp = await client.put(SPACES, data='{"accessKey": "x",', headers={**admin, "Content-Type": "application/json"})
+    body = await assert_envelope(resp, 400, "VALIDATION_ERROR")
+    assert "not valid JSON" in body["message"]
+
+
+async def test_json_that_is_not_an_object_is_400(client: TestClient, admin: dict) -> None:
+    for payload in ("[1, 2]", '"text"', "null", "42"):
+        resp = await client.put(SPACES, data=payload, headers={**admin, "Content-Type": "application/json"})
+        body = await assert_envelope(resp, 400, "VALIDATION_ERROR")
+        assert "JSON object" in body["message"]
+
+
+async def test_empty_body_is_400(client: TestClient, admin: dict) -> None:
+    resp = await client.put(SPACES, data="", headers={**admin, "Content-Type": "application/json"})
+    await assert_envelope(resp, 400, "VALIDATION_ERROR")
+
+
+async def test_unexpected_exception_is_500_internal_without_details(
+    make_client: MakeClient, settings: Settings, server_log: ServerLog
+) -> None:
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("internal detail: /srv/secret/path line 42")
+
+    client = await make_client(settings, lambda app: app.router.add_get("/boom", boom))
+    resp = await client.get("/boom")
+    body = await assert_envelope(resp, 500, "INTERNAL")
+    assert "internal detail" not in await resp.text()
+    assert "Traceback" not in await resp.text()
+    logged = [json.loads(line) for line in server_log.lines if "exception" in json.loads(line)]
+    assert logged and logged[0]["requestId"] == body["requestId"]
+    assert "internal detail" in logged[0]["exception"]
+
+
+async def test_every_success_response_has_a_request_id(client: TestClient, admin: dict) -> None:
+    for resp in (
+        await client.get("/healthz"),
+        await client.get("/readyz"),
+        await client.get(SPACES, headers=admin),
+        await client.put(SPACES, json=BODY, headers=admin),
+        await client.get("/api/docs/openapi.json"),
+    ):
+        assert resp.status < 300
+        assert REQUEST_ID.match(resp.headers["X-Request-ID"])
+
+
+async def test_request_ids_are_unique(client: TestClient) -> None:
+    ids = {(await client.get("/healthz")).headers["X-Request-ID"] for _ in range(20)}
+    assert len(ids) == 20

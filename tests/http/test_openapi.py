@@ -1,0 +1,103 @@
+"""/api/docs and its OpenAPI 3 document, checked against what the service really answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+from openapi_schema_validator import OAS30Validator
+from openapi_spec_validator import validate as validate_spec
+
+from tests.support.api import BODY, BUCKETS, SPACES, TEST, Tokens, auth
+
+
+def inline_refs(node: Any, spec: dict) -> Any:
+    if isinstance(node, dict):
+        if "$ref" in node:
+            name = node["$ref"].rsplit("/", 1)[-1]
+            return inline_refs(spec["components"]["schemas"][name], spec)
+        return {key: inline_refs(value, spec) for key, value in node.items()}
+    if isinstance(node, list):
+        return [inline_refs(item, spec) for item in node]
+    return node
+
+
+async def test_the_document_is_valid_openapi_3(client: TestClient) -> None:
+    resp = await client.get("/api/docs/openapi.json")
+    assert resp.status == 200
+    spec = await resp.json()
+    assert spec["openapi"].startswith("3.")
+    validate_spec(spec)
+
+
+async def test_swagger_ui_is_served(client: TestClient) -> None:
+    resp = await client.get("/api/docs")
+    assert resp.status == 200
+    assert "swagger" in (await resp.text()).lower()
+    assert resp.content_type == "text/html"
+
+
+async def test_every_operation_documents_its_errors_with_the_envelope(client: TestClient) -> None:
+    spec = await (await client.get("/api/docs/openapi.json")).json()
+    spaces = spec["paths"][SPACES]
+    assert set(spaces) == {"get", "put", "patch", "delete"}
+    for method, operation in spaces.items():
+        assert {"401", "403", "500", "503"} <= set(operation["responses"]), method
+        for status, response in operation["responses"].items():
+            if status.startswith(("4", "5")):
+                assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    for method in ("put", "patch", "delete"):
+        assert {"409", "412", "429", "503"} <= set(spaces[method]["responses"]), method
+        assert "Idempotency-Key" in {p["name"] for p in spaces[method]["parameters"]}
+        assert "If-Match" in {p["name"] for p in spaces[method]["parameters"]}
+    assert "429" in spaces["get"]["responses"]
+    assert {"201", "400", "412", "413", "415", "422"} <= set(spaces["put"]["responses"])
+    assert "404" in spaces["patch"]["responses"] and "404" in spaces["delete"]["responses"]
+    assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
+
+
+async def test_real_responses_match_the_documented_schemas(client: TestClient, tokens: Tokens) -> None:
+    spec = await (await client.get("/api/docs/openapi.json")).json()
+    admin = auth(await tokens.create("admin"))
+    viewer = auth(await tokens.create("viewer", ("settings:read",)))
+    exchanges = [
+        ("get", SPACES, lambda: client.get(SPACES, headers=admin)),
+        ("post", TEST, lambda: client.post(TEST, headers=admin)),
+        ("get", BUCKETS, lambda: client.get(BUCKETS, headers=viewer)),
+        ("put", SPACES, lambda: client.put(SPACES, json=BODY, headers=admin)),
+        ("get", BUCKETS, lambda: client.get(BUCKETS, headers=viewer)),
+        ("put", SPACES, lambda: client.put(SPACES, json=BODY, headers=admin)),
+        ("get", SPACES, lambda: client.get(SPACES, headers=viewer)),
+        ("patch", SPACES, lambda: client.patch(SPACES, json={"region": "nyc3"}, headers=admin)),
+        ("put", SPACES, lambda: client.put(SPACES, json={**BODY, "region": "BAD"}, headers=admin)),
+        ("put", SPACES, lambda: client.put(SPACES, json={**BODY, "version": 3}, headers=admin)),
+        ("put", SPACES, lambda: client.put(SPACES, json=BODY, headers=viewer)),
+        ("get", SPACES, lambda: client.get(SPACES)),
+        ("patch", SPACES, lambda: client.patch(SPACES, json={}, headers={**admin, "If-Match": '"99"'})),
+        (
+            "patch",
+            SPACES,
+            lambda: client.patch(SPACES, json={"region": "sgp1"}, headers={**admin, "Idempotency-Key": "a"}),
+        ),
+        (
+            "patch",
+            SPACES,
+            lambda: client.patch(SPACES, json={"region": "sfo3"}, headers={**admin, "Idempotency-Key": "a"}),
+        ),
+        ("delete", SPACES, lambda: client.delete(SPACES, headers=admin)),
+        ("delete", SPACES, lambda: client.delete(SPACES, headers=admin)),
+        ("get", "/healthz", lambda: client.get("/healthz")),
+        ("get", "/readyz", lambda: client.get("/readyz")),
+    ]
+    seen = set()
+    for method, path, call in exchanges:
+        resp = await call()
+        documented = spec["paths"][path][method]["responses"]
+        assert str(resp.status) in documented, (method, path, resp.status)
+        schema = inline_refs(documented[str(resp.status)]["content"]["application/json"]["schema"], spec)
+        OAS30Validator(schema).validate(await resp.json())
+        for header, description in documented[str(resp.status)].get("headers", {}).items():
+            if description.get("required"):
+                assert header in resp.headers, (method, path, resp.status, header)
+        seen.add(resp.status)
+    assert seen >= {200, 201, 400, 401, 403, 404, 409, 412, 422}

@@ -1,0 +1,88 @@
+"""What tests of the HTTP API share: the routes, a valid body, the envelope check, tokens."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Protocol
+
+import asyncpg
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient
+
+from spacesvc.http.errors import ErrorCode
+from spacesvc.settings import Settings
+from spacesvc.tokens.model import SCOPES, parse_duration
+from spacesvc.tokens.queries import create_token
+from tests.support.secrecy import SECRET
+
+SPACES = "/api/settings/spaces"
+TEST = "/api/settings/spaces/test"
+BUCKETS = "/api/settings/spaces/buckets"
+BODY = {"accessKey": "DO00EXAMPLEKEY", "secretKey": SECRET, "region": "ams3", "buckets": ["backups", "media.assets"]}
+
+REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+class MakeClient(Protocol):
+    """Start the app for ``settings`` on a real socket; ``setup`` may add routes first."""
+
+    async def __call__(
+        self, settings: Settings, setup: Callable[[web.Application], object] | None = None
+    ) -> TestClient: ...
+
+
+async def assert_envelope(resp: ClientResponse, status: int, code: str) -> dict:
+    """The response is the SPEC's error envelope with this status and code; returns its body."""
+    assert resp.status == status
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert body["code"] == code
+    assert isinstance(body["message"], str) and body["message"]
+    assert body["code"] in {c.value for c in ErrorCode}
+    assert REQUEST_ID.match(body["requestId"])
+    assert resp.headers["X-Request-ID"] == body["requestId"]
+    return body
+
+
+class AuthHeaders(dict[str, str]):
+    """``{"Authorization": "Bearer <token>"}`` whose repr hides the token.
+
+    pytest prints a failing test's arguments; the token must not be among what it prints.
+    """
+
+    def __repr__(self) -> str:
+        return "{'Authorization': 'Bearer <hidden>'}"
+
+
+def auth(token: str) -> AuthHeaders:
+    return AuthHeaders({"Authorization": f"Bearer {token}"})
+
+
+class Tokens:
+    """Creates API tokens in the test's database, as `spacesvc tokens create` does."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._count = 0
+
+    async def create(
+        self,
+        role: str = "admin",
+        scopes: tuple[str, ...] = SCOPES,
+        name: str | None = None,
+        expires_in: str | None = None,
+    ) -> str:
+        self._count += 1
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            token, _ = await create_token(
+                conn,
+                name=name or f"{role}-{self._count}",
+                role=role,
+                scopes=list(scopes),
+                expires_in=parse_duration(expires_in) if expires_in else None,
+            )
+        finally:
+            await conn.close()
+        return token
