@@ -29,11 +29,15 @@ INFRASTRUCTURE = frozenset({"base"})
 
 
 @functools.cache
-def available() -> Mapping[str, type[SecretBackend]]:
-    """Every backend, by name (sorted): each module of this package is imported once."""
+def _import_backend_modules() -> None:
     for module in pkgutil.iter_modules(__path__):
         if module.name not in INFRASTRUCTURE and not module.name.startswith("_"):
             importlib.import_module(f"{__name__}.{module.name}")
+
+
+def available() -> Mapping[str, type[SecretBackend]]:
+    """Every backend, by name (sorted); the first call imports each module of this package."""
+    _import_backend_modules()
     return dict(sorted(registered().items()))
 
 

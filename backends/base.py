@@ -82,8 +82,8 @@ class SecretBackend(ABC):
     name: ClassVar[str]
     # One line for the docs: where the secret lives.
     summary: ClassVar[str]
-    # The variables the backend reads, each with what it means (the docs' table).
-    variables: ClassVar[Mapping[str, str]]
+    # The variables the backend reads (docs/configuration.md describes each).
+    variables: ClassVar[tuple[str, ...]]
     settings_class: ClassVar[type[BackendSettings]]
     writable: ClassVar[bool] = True
     # Shown as the hint when a client sends a secret to a backend that is not writable.

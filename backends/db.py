@@ -118,11 +118,7 @@ def associated_data(owner: str) -> bytes:
 class DbSecretBackend(SecretBackend):
     name: ClassVar[str] = "db"
     summary: ClassVar[str] = "AES-256-GCM encrypted in PostgreSQL, beside the configuration (the default)"
-    variables: ClassVar[Mapping[str, str]] = {
-        KEYS_VARIABLE: "`kid:base64key[,kid:base64key…]`, 32-byte keys; the first encrypts, all decrypt. "
-        "Unset with the embedded database: a key file is generated in the data dir (with a warning); "
-        "unset with an external database: startup refuses",
-    }
+    variables: ClassVar[tuple[str, ...]] = (KEYS_VARIABLE,)
     settings_class: ClassVar[type[BackendSettings]] = DbSettings
     writable: ClassVar[bool] = True
 

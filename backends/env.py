@@ -27,10 +27,8 @@ class EnvSettings(BackendSettings):
 
 class EnvSecretBackend(SecretBackend):
     name: ClassVar[str] = "env"
-    summary: ClassVar[str] = f"the environment variable {SECRET_VARIABLE}; read-only through the API"
-    variables: ClassVar[Mapping[str, str]] = {
-        SECRET_VARIABLE: "the secret itself; unset: the service starts and `hasSecretKey` is false",
-    }
+    summary: ClassVar[str] = f"the environment variable `{SECRET_VARIABLE}`; read-only through the API"
+    variables: ClassVar[tuple[str, ...]] = (SECRET_VARIABLE,)
     settings_class: ClassVar[type[BackendSettings]] = EnvSettings
     writable: ClassVar[bool] = False
     read_only_hint: ClassVar[str | None] = (

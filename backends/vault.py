@@ -217,14 +217,16 @@ class VaultSession:
 class VaultSecretBackend(SecretBackend):
     name: ClassVar[str] = "vault"
     summary: ClassVar[str] = "HashiCorp Vault or OpenBao, KV v2, through hvac"
-    variables: ClassVar[Mapping[str, str]] = {
-        "VAULT_ADDR": "Vault's address (`https://vault:8200`); required",
-        "VAULT_TOKEN": "a token; or, instead, AppRole:",
-        "SPACESVC_VAULT_ROLE_ID, SPACESVC_VAULT_SECRET_ID": "AppRole login (recommended)",
-        "VAULT_NAMESPACE, VAULT_CACERT": "as the Vault CLI reads them",
-        "SPACESVC_VAULT_MOUNT, SPACESVC_VAULT_PATH": "the KV v2 mount (default `secret`) and path "
-        "(default `spacesvc/spaces`); the secret is the data key `secretKey`",
-    }
+    variables: ClassVar[tuple[str, ...]] = (
+        "VAULT_ADDR",
+        "VAULT_TOKEN",
+        "VAULT_NAMESPACE",
+        "VAULT_CACERT",
+        "SPACESVC_VAULT_ROLE_ID",
+        "SPACESVC_VAULT_SECRET_ID",
+        "SPACESVC_VAULT_MOUNT",
+        "SPACESVC_VAULT_PATH",
+    )
     settings_class: ClassVar[type[BackendSettings]] = VaultSettings
     writable: ClassVar[bool] = True
 

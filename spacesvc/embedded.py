@@ -70,9 +70,9 @@ def check_data_version(pgdata: Path) -> None:
     if found != str(bundled):
         raise ConfigError(
             f"SPACESVC_DATA_DIR: {pgdata} holds a PostgreSQL {found} database, but the embedded server is "
-            f"PostgreSQL {bundled}; leave it untouched and either set SPACESVC_DATA_DIR to a new directory, "
+            f"PostgreSQL {bundled} (nothing was changed); either set SPACESVC_DATA_DIR to a new directory, "
             f"or move the data over: pg_dump it with PostgreSQL {found}, start spacesvc on a new "
-            "SPACESVC_DATA_DIR, and restore into that (see the README, 'Upgrading the embedded database')"
+            "SPACESVC_DATA_DIR, and restore into that (docs/configuration.md, 'Upgrading the embedded database')"
         )
 
 

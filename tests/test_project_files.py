@@ -91,7 +91,7 @@ def test_compose_without_a_key_for_the_db_backend_is_refused_naming_the_variable
 
 
 def test_every_compose_variable_is_documented(repo_root: Path) -> None:
-    documented = (repo_root / "README.md").read_text()
+    documented = (repo_root / "docs" / "configuration.md").read_text()
     for name in compose()["services"]["spacesvc"]["environment"]:
         assert f"`{name}`" in documented, name
 
@@ -109,3 +109,12 @@ def test_dockerfile_ships_the_migrations(repo_root: Path) -> None:
     dockerfile = (repo_root / "Dockerfile").read_text()
     for path in ("spacesvc", "backends", "migrations"):
         assert f"COPY {path} ./{path}" in dockerfile
+
+
+def test_the_dockerfile_runs_a_supported_python_as_a_user_other_than_root(repo_root: Path) -> None:
+    dockerfile = (repo_root / "Dockerfile").read_text()
+    base = re.search(r"^FROM python:(3\.\d+)-slim$", dockerfile, re.M)
+    assert base is not None
+    supported = (repo_root / "README.md").read_text().split("## Supported", 1)[1].split("\n## ", 1)[0]
+    assert base[1] in supported
+    assert re.search(r"^USER (?!root)\S+$", dockerfile, re.M)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from backends import BackendUnavailable
+from spacesvc.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed, Unavailable
 from spacesvc.settings import Settings
 from tests.support.api import BODY, REQUEST_ID, SPACES, MakeClient, assert_envelope
 from tests.support.logs import ServerLog
@@ -87,3 +90,51 @@ async def test_every_success_response_has_a_request_id(client: TestClient, admin
 async def test_request_ids_are_unique(client: TestClient) -> None:
     ids = {(await client.get("/healthz")).headers["X-Request-ID"] for _ in range(20)}
     assert len(ids) == 20
+
+
+DOMAIN_ERRORS: list[tuple[DomainError, int, str]] = [
+    (NotFound("Nothing here.", hint="Create it first."), 404, "NOT_FOUND"),
+    (InvalidInput("Bad input.", field="name", details={"name": ["Too long."]}), 400, "VALIDATION_ERROR"),
+    (Conflict("The name is taken."), 409, "CONFLICT"),
+    (PreconditionFailed("If-Match expected version 3."), 412, "CONFLICT"),
+    (Unavailable("storage", "The endpoint is not reachable."), 503, "SERVICE_UNAVAILABLE"),
+    (BackendUnavailable("Vault is sealed", hint="Unseal it."), 503, "SERVICE_UNAVAILABLE"),
+]
+
+
+async def test_domain_errors_from_the_data_layer_become_the_envelope(
+    make_client: MakeClient, settings: Settings
+) -> None:
+    def raising(error: DomainError) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            raise error
+
+        return handler
+
+    def routes(app: web.Application) -> None:
+        for index, (error, _, _) in enumerate(DOMAIN_ERRORS):
+            app.router.add_get(f"/fails/{index}", raising(error))
+
+    client = await make_client(settings, routes)
+    for index, (error, status, code) in enumerate(DOMAIN_ERRORS):
+        resp = await client.get(f"/fails/{index}")
+        body = await assert_envelope(resp, status, code)
+        assert body["message"] == error.message
+        assert body.get("field") == error.field
+        if error.details:
+            assert body["errors"] == error.details
+        if isinstance(error, Unavailable):
+            assert body["dependency"] == error.dependency and int(resp.headers["Retry-After"]) > 0
+            assert body["hint"] == (error.hint or "Retry in a few seconds; GET /readyz names the failing dependency.")
+        else:
+            assert body.get("hint") == error.hint and "Retry-After" not in resp.headers
+
+
+async def test_the_body_limit_in_the_413_is_the_configured_one(
+    make_client: MakeClient, settings: Settings, admin: dict
+) -> None:
+    client = await make_client(settings.with_changes(max_body_bytes=2048))
+    body = json.dumps({**BODY, "accessKey": "A" * 3000})
+    resp = await client.put(SPACES, data=body, headers={**admin, "Content-Type": "application/json"})
+    error = await assert_envelope(resp, 413, "VALIDATION_ERROR")
+    assert "at most 2 KiB" in error["message"] and "2048 bytes" in error["hint"]
