@@ -17,7 +17,6 @@ from spacesvc.health import healthz, readyz
 from spacesvc.http import idempotency
 from spacesvc.http.authentication import authentication_middleware
 from spacesvc.http.envelope import error_middleware
-from spacesvc.http.idempotency import idempotency_middleware
 from spacesvc.http.openapi import setup_openapi
 from spacesvc.http.ratelimit import RateLimits, rate_limit_middleware
 from spacesvc.http.request_context import request_context_middleware
@@ -50,7 +49,6 @@ def create_app(settings: Settings) -> web.Application:
             error_middleware,
             authentication_middleware,
             rate_limit_middleware,
-            idempotency_middleware,
         ],
     )
     app[SETTINGS] = settings

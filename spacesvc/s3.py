@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,8 @@ from botocore.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+
+from spacesvc.errors import InvalidInput
 
 log = logging.getLogger("spacesvc.s3")
 
@@ -125,14 +127,24 @@ class S3Client:
 
     @asynccontextmanager
     async def s3(self, target: Target) -> AsyncIterator[Any]:
-        async with self._session.create_client(
-            "s3",
-            endpoint_url=endpoint_url(target.endpoint),
-            region_name=target.region,
-            aws_access_key_id=target.access_key,
-            aws_secret_access_key=target.secret_key,
-            config=self._config,
-        ) as client:
+        """A client for ``target``; one that cannot be built from its fields is the caller's InvalidInput."""
+        async with AsyncExitStack() as stack:
+            try:
+                client = await stack.enter_async_context(
+                    self._session.create_client(
+                        "s3",
+                        endpoint_url=endpoint_url(target.endpoint),
+                        region_name=target.region,
+                        aws_access_key_id=target.access_key,
+                        aws_secret_access_key=target.secret_key,
+                        config=self._config,
+                    )
+                )
+            except Exception as error:  # botocore's construction errors quote the input: name only the kind
+                raise InvalidInput(
+                    f"An S3 client cannot be built for this endpoint and region ({type(error).__name__}).",
+                    hint="Check the endpoint (a host or an http(s) URL) and the region.",
+                ) from None
             yield client
 
     async def list_buckets(self, target: Target) -> list[str]:

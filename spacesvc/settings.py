@@ -57,8 +57,9 @@ class Settings:
     max_body_bytes: int = 64 * 1024
     rate_limit: RateBudget | None = RateBudget(600, 60)
     auth_failure_limit: RateBudget | None = RateBudget(30, 60)
-    # An Idempotency-Key record still in flight after this long was left by a crashed request.
-    idempotency_in_flight_seconds: float = 60.0
+    # A running Idempotency-Key request renews its claim for this long (every third of it); a claim
+    # not renewed in time was left by a process that died, and a retry takes it over.
+    idempotency_lease_seconds: float = 10.0
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
 

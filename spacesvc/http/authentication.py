@@ -30,22 +30,23 @@ def _unauthorized(message: str) -> ApiError:
 async def authentication_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate requests to protected routes.
 
-    Failed attempts spend the client address's auth-failure budget; once it is spent, the
-    address gets 429 before any token is looked at (brute-force protection).
+    A failed attempt spends the client address's auth-failure budget; once that is spent, further
+    failed attempts from the address get 429 instead of 401 (brute-force protection), while a
+    valid token from the same address is still served: a shared proxy's address cannot be used
+    to lock everyone behind it out.
     """
     if not request.path.startswith(PROTECTED_PREFIX) or request.match_info.http_exception is not None:
         return await handler(request)
-    failures = request.app[RATE_LIMITS].auth_failures
-    address = request.remote or "unknown"
-    if failures is not None:
-        decision = failures.peek(address)
-        if not decision.allowed:
-            raise failures.exceeded(decision, "Too many failed authentication attempts from this address.")
     try:
         request[PRINCIPAL] = await _authenticate(request)
     except ApiError as error:
+        failures = request.app[RATE_LIMITS].auth_failures
         if error.code is ErrorCode.UNAUTHORIZED and failures is not None:
-            failures.take(address)
+            decision = failures.take(request.remote or "unknown")
+            if not decision.allowed:
+                raise failures.exceeded(
+                    decision, "Too many failed authentication attempts from this address."
+                ) from None
         raise
     return await handler(request)
 

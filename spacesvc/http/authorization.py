@@ -14,6 +14,8 @@ from spacesvc.typedefs import PRINCIPAL
 
 ANY_ROLE = frozenset(ROLES)
 ADMIN = frozenset({"admin"})
+# BRIDGEPORT lets admins and operators use write methods (its connection test is a POST).
+ADMIN_OR_OPERATOR = frozenset({"admin", "operator"})
 READ = "settings:read"
 WRITE = "settings:write"
 

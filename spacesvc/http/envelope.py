@@ -7,7 +7,7 @@ import logging
 from aiohttp import web
 
 from spacesvc.errors import DomainError, Unavailable
-from spacesvc.http.errors import ApiError, ErrorCode, from_domain, internal_error, validation_error
+from spacesvc.http.errors import ApiError, ClientDisconnected, ErrorCode, from_domain, internal_error, validation_error
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.types import Handler
 from spacesvc.typedefs import REQUEST_ID, SETTINGS
@@ -37,6 +37,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if error.status < 400:
             raise
         return error_response(request, from_http_exception(request, error))
+    except ClientDisconnected:
+        raise
     except Exception:
         error_log.exception("unhandled error", extra={"requestId": request[REQUEST_ID]})
         return error_response(request, internal_error())
@@ -46,7 +48,10 @@ def error_response(request: web.Request, error: ApiError) -> web.Response:
     headers = dict(error.headers)
     if error.code is ErrorCode.UNAUTHORIZED:
         headers.setdefault("WWW-Authenticate", 'Bearer realm="spacesvc"')
-    return json_response(error.body(request[REQUEST_ID]), status=error.status, headers=headers)
+    response = json_response(error.body(request[REQUEST_ID]), status=error.status, headers=headers)
+    if error.close_connection:
+        response.force_close()
+    return response
 
 
 def from_http_exception(request: web.Request, error: web.HTTPException) -> ApiError:

@@ -53,6 +53,10 @@ DOMAIN_CODES: Mapping[type[DomainError], tuple[ErrorCode, int | None]] = {
 RETRY_AFTER_SECONDS = 5
 
 
+class ClientDisconnected(Exception):
+    """The client went away before its request was read: nobody to answer, and not our failure."""
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -64,6 +68,7 @@ class ApiError(Exception):
         status: int | None = None,
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
+        close_connection: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -73,6 +78,8 @@ class ApiError(Exception):
         self.status = status if status is not None else STATUS[code]
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
+        # after answering, close the connection (its request was not read to the end)
+        self.close_connection = close_connection
 
     def body(self, request_id: str) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code.value, "message": self.message}
@@ -93,10 +100,18 @@ def validation_error(
     errors: Mapping[str, list[str]] | None = None,
     status: int | None = None,
     headers: Mapping[str, str] | None = None,
+    close_connection: bool = False,
 ) -> ApiError:
     extra = {"errors": dict(errors)} if errors else None
     return ApiError(
-        ErrorCode.VALIDATION_ERROR, message, field=field, hint=hint, status=status, headers=headers, extra=extra
+        ErrorCode.VALIDATION_ERROR,
+        message,
+        field=field,
+        hint=hint,
+        status=status,
+        headers=headers,
+        extra=extra,
+        close_connection=close_connection,
     )
 
 

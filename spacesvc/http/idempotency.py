@@ -2,21 +2,24 @@
 
 A key is scoped to the token. The first request claims it (``in_flight``); its 2xx response is kept
 24 h and replayed for the same key and body; another body is IDEMPOTENCY_KEY_REUSED; a retry while
-the first is in flight is CONFLICT; a non-2xx result releases the key. A claim left in flight by
-a crashed request is taken over after ``idempotency_in_flight_seconds``. The fingerprint is an
-HMAC of method, path and body under a key of the service's own, so nothing stored reveals a body.
+the first is in flight is CONFLICT, with a Retry-After that is the claim's remaining lease; a
+non-2xx result releases the key. A running request renews its claim's lease
+(``idempotency_lease_seconds``); a claim that is no longer renewed was left by a process that
+died, and a retry takes it over once the lease has run out. The fingerprint is an HMAC of
+method, path and body under a key of the service's own, so nothing stored reveals a body.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import logging
 import math
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -26,14 +29,14 @@ from aiohttp import web
 
 from spacesvc import postgres
 from spacesvc.errors import Unavailable
+from spacesvc.http.authorization import ViewT
 from spacesvc.http.errors import ApiError, ErrorCode, validation_error
-from spacesvc.http.types import Handler
+from spacesvc.http.jsonio import read_body
 from spacesvc.typedefs import FINGERPRINT_KEY, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("spacesvc.idempotency")
 
 HEADER = "Idempotency-Key"
-METHODS = frozenset({"PUT", "PATCH", "DELETE", "POST"})
 KEY_FORMAT = re.compile(r"^[\x20-\x7e]{1,255}$")
 RETENTION = timedelta(hours=24)
 REPLAYED_HEADERS = ("Content-Type", "ETag")
@@ -58,6 +61,10 @@ SELECT_RECORD = """
 SELECT fingerprint, state, status, headers, body,
        greatest(extract(epoch FROM locked_until - now()), 0) AS locked_for
 FROM idempotency_keys WHERE token_id = $1 AND key = $2
+"""
+RENEW = """
+UPDATE idempotency_keys SET locked_until = now() + $3::interval
+WHERE token_id = $1 AND key = $2 AND state = 'in_flight'
 """
 COMPLETE = """
 UPDATE idempotency_keys SET state = 'done', status = $3, headers = $4, body = $5
@@ -95,12 +102,10 @@ def fingerprint(key: bytes, request: web.Request, body: bytes) -> bytes:
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
-async def claim(
-    conn: asyncpg.Connection, token_id: str, key: str, print_: bytes, in_flight: timedelta
-) -> Replay | None:
+async def claim(conn: asyncpg.Connection, token_id: str, key: str, print_: bytes, lease: timedelta) -> Replay | None:
     """Claim ``key`` for this request (None), or answer from what an earlier request left."""
     for _ in range(3):  # the record may vanish between the two statements when its owner fails
-        if await conn.fetchval(CLAIM, token_id, key, print_, in_flight, RETENTION):
+        if await conn.fetchval(CLAIM, token_id, key, print_, lease, RETENTION):
             return None
         record = await conn.fetchrow(SELECT_RECORD, token_id, key)
         if record is None:
@@ -120,36 +125,69 @@ async def claim(
             "A request with this Idempotency-Key is still in progress.",
             field=HEADER,
             hint="Retry after it finishes; its result will then be replayed.",
-            headers={"Retry-After": str(min(retry_after, 5))},
+            headers={"Retry-After": str(retry_after)},
         )
     raise ApiError(ErrorCode.CONFLICT, "The Idempotency-Key is contended; retry.", headers={"Retry-After": "1"})
 
 
-@web.middleware
-async def idempotency_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def idempotent(
+    method: Callable[[ViewT], Awaitable[web.StreamResponse]],
+) -> Callable[[ViewT], Awaitable[web.StreamResponse]]:
+    """Decorate a view method (inside its authorization): its request may carry an Idempotency-Key."""
+
+    @functools.wraps(method)
+    async def wrapper(view: ViewT) -> web.StreamResponse:
+        return await run_idempotently(view.request, lambda: method(view))
+
+    return wrapper
+
+
+async def run_idempotently(
+    request: web.Request, handle: Callable[[], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Run ``handle`` once per Idempotency-Key: replay its 2xx result for a retry of the same request.
+
+    Called after the request is authorized, so only a caller allowed to make the request has its
+    body read and a key claimed.
+    """
     key = request.headers.get(HEADER)
-    principal = request.get(PRINCIPAL)
-    if key is None or request.method not in METHODS or principal is None:
-        return await handler(request)
+    if key is None:
+        return await handle()
     if not KEY_FORMAT.match(key):
         raise validation_error(
             f"{HEADER} must be 1 to 255 printable ASCII characters.", field=HEADER, hint="A UUID works well."
         )
-    body = await request.read()
+    principal = request[PRINCIPAL]
+    body = await read_body(request)
     app = request.app
-    in_flight = timedelta(seconds=app[SETTINGS].idempotency_in_flight_seconds)
+    lease = timedelta(seconds=app[SETTINGS].idempotency_lease_seconds)
     async with postgres.acquire(app) as conn:
         print_ = fingerprint(await app[FINGERPRINT_KEY].get(conn), request, body)
-        replay = await claim(conn, principal.token_id, key, print_, in_flight)
+        replay = await claim(conn, principal.token_id, key, print_, lease)
     if replay is not None:
         return replay.response()
+    renewal = asyncio.create_task(_keep_claim(app, principal.token_id, key, lease), name="idempotency-lease")
     try:
-        response = await handler(request)
+        response = await handle()
     except BaseException:
+        renewal.cancel()
         await asyncio.shield(_finish(app, principal.token_id, key, None))
         raise
+    renewal.cancel()
     await asyncio.shield(_finish(app, principal.token_id, key, response))
     return response
+
+
+async def _keep_claim(app: web.Application, token_id: str, key: str, lease: timedelta) -> None:
+    """Renew the claim's lease while its request runs: a claim that stops being renewed was left by
+    a process that died, and is taken over once its lease runs out."""
+    while True:
+        await asyncio.sleep(lease.total_seconds() / 3)
+        try:
+            async with postgres.acquire(app) as conn:
+                await conn.execute(RENEW, token_id, key, lease)
+        except Unavailable:
+            log.warning("could not renew an Idempotency-Key claim; a retry may take it over")
 
 
 async def _finish(app: web.Application, token_id: str, key: str, response: web.StreamResponse | None) -> None:

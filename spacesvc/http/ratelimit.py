@@ -53,11 +53,6 @@ class TokenBucket:
         self._store(key, tokens, now)
         return self._decision(allowed, tokens)
 
-    def peek(self, key: str) -> Decision:
-        """Whether ``key`` has a request left, without spending it."""
-        tokens = self._level(key, time.monotonic())
-        return self._decision(tokens >= 1.0, tokens)
-
     def _store(self, key: str, tokens: float, now: float) -> None:
         self._buckets[key] = (tokens, now)
         self._buckets.move_to_end(key)

@@ -12,7 +12,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from backends import SecretBackend
 from spacesvc import postgres
 from spacesvc.errors import InvalidInput, NotFound, Unavailable
-from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, authorize, requires
+from spacesvc.http.authorization import ADMIN, ADMIN_OR_OPERATOR, ANY_ROLE, READ, WRITE, authorize, requires
+from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.s3 import Target, endpoint_url, is_scoped_key, reason
@@ -63,10 +64,10 @@ class SpacesTestView(web.View):
         tags=["settings"],
         summary="Test the saved credentials (or proposed ones) against the endpoint",
         description="HeadBucket on each configured bucket, or ListBuckets when none are configured; "
-        "an AccessDenied on ListBuckets means a bucket-scoped key (scopedKey). Without a body: any "
-        "role with settings:read tests the saved configuration. With a body (the fields of PUT; "
-        "secretKey may be omitted to use the stored one): role admin and settings:write, since the "
-        "caller chooses the endpoint. Answers within about 10 s.",
+        "an AccessDenied on ListBuckets means a bucket-scoped key (scopedKey). Without a body: role "
+        "admin or operator (as BRIDGEPORT) with settings:read tests the saved configuration. With a "
+        "body (the fields of PUT; secretKey may be omitted to use the stored one): role admin and "
+        "settings:write, since the caller chooses the endpoint. Answers within about 10 s.",
         security=SECURITY,
         parameters=[IDEMPOTENCY_KEY_PARAM],
         requestBody={
@@ -78,14 +79,20 @@ class SpacesTestView(web.View):
             **errors(400, 401, 403, 404, 413, 415, 422, 429, 503),
         },
     )
-    async def post(self) -> web.Response:
+    async def post(self) -> web.StreamResponse:
         request = self.request
-        if request.can_read_body:
+        if request.body_exists:
             authorize(request[PRINCIPAL], ADMIN, WRITE)
+        else:
+            authorize(request[PRINCIPAL], ADMIN_OR_OPERATOR, READ)
+        return await run_idempotently(request, self._test)
+
+    async def _test(self) -> web.Response:
+        request = self.request
+        if request.body_exists:
             proposed = parse_put(await read_json_object(request))
             tested, secret = proposed.fields, proposed.secret or await _stored_secret_if_any(request)
         else:
-            authorize(request[PRINCIPAL], ANY_ROLE, READ)
             tested, secret = await _load_saved(request, secret_needed=_always)
         if secret is None:
             raise _no_secret()

@@ -19,7 +19,8 @@ MAX_BUCKETS = 100
 MAX_SECRET_LENGTH = 256
 
 ACCESS_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
-REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# What the S3 signer accepts as a region too (botocore refuses all digits and a trailing '-').
+REGION = re.compile(r"^(?![0-9]+$)[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -93,6 +94,13 @@ def endpoint_problem(endpoint: str) -> str | None:
     return _host_problem(host)
 
 
+class LowercaseString(fields.String):
+    """A string compared and stored lowercase (``FRA1`` is ``fra1``)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        return str(super()._deserialize(value, attr, data, **kwargs)).lower()
+
+
 class SpacesConfigInput(Schema):
     """The writable fields of PUT (full) and PATCH (partial)."""
 
@@ -115,12 +123,18 @@ class SpacesConfigInput(Schema):
         },
         validate=validate.Length(max=MAX_SECRET_LENGTH, error=f"Must be at most {MAX_SECRET_LENGTH} characters."),
     )
-    region = fields.String(
+    region = LowercaseString(
         load_default=None,
         allow_none=True,
-        metadata={"description": "default fra1", "example": DEFAULT_REGION},
+        metadata={
+            "description": "default fra1; case-insensitive, stored lowercase",
+            "example": DEFAULT_REGION,
+            "pattern": "^(?![0-9]+$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$",
+        },
         validate=validate.Regexp(
-            REGION, error="Must be 1 to 32 lowercase letters, digits or '-', starting with a letter or digit."
+            REGION,
+            error="Must be 1 to 32 letters, digits or '-', starting and ending with a letter or digit, "
+            "and not only digits.",
         ),
     )
     endpoint = fields.String(

@@ -15,6 +15,7 @@ from spacesvc import postgres
 from spacesvc.errors import NotFound
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.errors import readonly_field, validation_error
+from spacesvc.http.idempotency import idempotent
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
@@ -128,6 +129,7 @@ class SpacesSettingsView(web.View):
         },
     )
     @requires(roles=ADMIN, scope=WRITE)
+    @idempotent
     async def put(self) -> web.Response:
         conditions = preconditions(self.request, allow_create_only=True)
         wanted = parse_put(await read_json_object(self.request))
@@ -158,6 +160,7 @@ class SpacesSettingsView(web.View):
         },
     )
     @requires(roles=ADMIN, scope=WRITE)
+    @idempotent
     async def patch(self) -> web.Response:
         conditions = preconditions(self.request, allow_create_only=False)
         patch = parse_patch(await read_json_object(self.request))
@@ -185,6 +188,7 @@ class SpacesSettingsView(web.View):
         },
     )
     @requires(roles=ADMIN, scope=WRITE)
+    @idempotent
     async def delete(self) -> web.Response:
         conditions = preconditions(self.request, allow_create_only=False)
         async with self.connection() as conn:

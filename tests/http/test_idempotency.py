@@ -7,11 +7,13 @@ import json
 
 import asyncpg
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from spacesvc.http.idempotency import delete_expired
+from spacesvc.http.idempotency import delete_expired, run_idempotently
+from spacesvc.settings import Settings
 from spacesvc.tokens.model import hash_token
-from tests.support.api import BODY, SPACES, Tokens, assert_envelope, auth
+from tests.support.api import BODY, SPACES, MakeClient, Tokens, assert_envelope, auth
 from tests.support.secrecy import SECRET, assert_hidden
 
 
@@ -137,3 +139,55 @@ async def test_nothing_stored_for_a_key_reveals_the_secret(
     stored = json.dumps([{k: str(v) for k, v in dict(r).items()} for r in rows])
     assert_hidden(stored, SECRET, SECRET.encode().hex(), where="idempotency records")
     assert len(rows[0]["fingerprint"]) == 32
+
+
+async def test_a_claim_its_process_stopped_renewing_says_when_it_can_be_taken_over(
+    client: TestClient, admin: dict, conn: asyncpg.Connection
+) -> None:
+    """After a crash the retry is told the truth: the claim's remaining lease, then it proceeds."""
+    assert (await client.put(SPACES, json=BODY, headers=keyed(admin, "died"))).status == 201
+    # what a process killed mid-request leaves: a claim in flight whose lease nobody renews
+    await conn.execute(
+        "UPDATE idempotency_keys SET state = 'in_flight', status = NULL, body = NULL, "
+        "locked_until = now() + interval '2.5 seconds'"
+    )
+    held = await client.put(SPACES, json=BODY, headers=keyed(admin, "died"))
+    await assert_envelope(held, 409, "CONFLICT")
+    retry_after = int(held.headers["Retry-After"])
+    assert retry_after == 3
+    await asyncio.sleep(retry_after)
+    taken = await client.put(SPACES, json=BODY, headers=keyed(admin, "died"))
+    assert taken.status == 200 and "Idempotent-Replayed" not in taken.headers
+
+
+async def test_a_request_running_longer_than_its_lease_keeps_its_claim(
+    make_client: MakeClient, settings: Settings, admin: dict
+) -> None:
+    finished = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        async def handle() -> web.Response:
+            await asyncio.sleep(3)
+            finished.set()
+            return web.json_response({"done": True})
+
+        return await run_idempotently(request, handle)
+
+    client = await make_client(
+        settings.with_changes(idempotency_lease_seconds=1.0),
+        lambda app: app.router.add_post("/api/settings/slow", slow),
+    )
+    first = asyncio.create_task(client.post("/api/settings/slow", json={}, headers=keyed(admin, "long")))
+    await asyncio.sleep(2.2)  # past two lease periods: only renewal keeps the claim
+    retry = await client.post("/api/settings/slow", json={}, headers=keyed(admin, "long"))
+    await assert_envelope(retry, 409, "CONFLICT")
+    assert int(retry.headers["Retry-After"]) <= 1
+    assert (await first).status == 200 and finished.is_set()
+    replayed = await client.post("/api/settings/slow", json={}, headers=keyed(admin, "long"))
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+
+
+async def test_a_used_key_on_a_method_the_route_does_not_allow_is_405(client: TestClient, admin: dict) -> None:
+    assert (await client.put(SPACES, json=BODY, headers=keyed(admin, "k-405"))).status == 201
+    resp = await client.post(SPACES, json=BODY, headers=keyed(admin, "k-405"))
+    await assert_envelope(resp, 405, "VALIDATION_ERROR")

@@ -11,7 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from spacesvc.errors import ConfigError
 from spacesvc.settings import RateBudget, Settings
-from tests.support.api import SPACES, MakeClient, Tokens, assert_envelope, auth
+from tests.support.api import BODY, SPACES, MakeClient, Tokens, assert_envelope, auth
 
 POLICY = re.compile(r'^"requests";q=(\d+);w=(\d+)$')
 STATE = re.compile(r'^"requests";r=(\d+);t=(\d+)$')
@@ -89,11 +89,26 @@ async def test_failed_authentication_has_its_own_tighter_budget(
     client = await make_client(settings.with_changes(auth_failure_limit=RateBudget(3, 60)))
     wrong = auth("sps_" + "x" * 43)
     assert [(await client.get(SPACES, headers=wrong)).status for _ in range(3)] == [401, 401, 401]
-    resp = await client.get(SPACES, headers=wrong)
-    body = await assert_envelope(resp, 429, "RATE_LIMITED")
-    assert "failed authentication" in body["message"]
-    # from that address, even a valid token waits until the failure budget refills
-    assert (await client.get(SPACES, headers=admin)).status == 429
+    for _ in range(3):
+        resp = await client.get(SPACES, headers=wrong)
+        body = await assert_envelope(resp, 429, "RATE_LIMITED")
+        assert "failed authentication" in body["message"] and int(resp.headers["Retry-After"]) >= 1
+    await assert_envelope(await client.get(SPACES), 429, "RATE_LIMITED")  # no token at all fails too
+
+
+async def test_a_valid_token_is_served_from_an_address_that_spent_its_failure_budget(
+    make_client: MakeClient, settings: Settings, admin: dict, viewer: dict
+) -> None:
+    """Everyone behind one proxy shares its address: one client guessing tokens must not lock
+    the others out."""
+    client = await make_client(settings.with_changes(auth_failure_limit=RateBudget(3, 60)))
+    wrong = auth("sps_" + "x" * 43)
+    statuses = [(await client.get(SPACES, headers=wrong)).status for _ in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
+    assert (await client.get(SPACES, headers=admin)).status == 200
+    assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
+    assert (await client.get(SPACES, headers=viewer)).status == 200
+    assert (await client.get(SPACES, headers=wrong)).status == 429
 
 
 async def test_off_disables_rate_limits(make_client: MakeClient, settings: Settings, admin: dict) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import socket
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -60,10 +61,11 @@ async def test_a_missing_bucket_fails_with_its_own_reason(client: TestClient, ad
 
 
 async def test_without_configured_buckets_listbuckets_discovers_them(
-    client: TestClient, viewer: dict, admin: dict, s3: MotoS3
+    client: TestClient, tokens: Tokens, admin: dict, s3: MotoS3
 ) -> None:
     await client.put(SPACES, json=config(s3), headers=admin)
-    body = await (await client.post(TEST, headers=viewer)).json()
+    operator = auth(await tokens.create("operator", ("settings:read",)))
+    body = await (await client.post(TEST, headers=operator)).json()
     assert body["success"] is True and body["scopedKey"] is False
     assert {"existing-one", "existing-two"} <= set(body["buckets"])
 
@@ -196,3 +198,53 @@ async def test_the_secret_is_read_from_the_vault_backend(
 )
 def test_a_bare_host_endpoint_means_https(endpoint: str, url: str) -> None:
     assert endpoint_url(endpoint) == url
+
+
+async def test_a_viewer_may_not_run_the_connection_test_as_in_bridgeport(
+    client: TestClient, viewer: dict, admin: dict, s3: MotoS3
+) -> None:
+    await client.put(SPACES, json=config(s3), headers=admin)
+    body = await assert_envelope(await client.post(TEST, headers=viewer), 403, "FORBIDDEN_ROLE")
+    assert "admin or operator" in body["message"]
+
+
+async def test_a_proposed_configuration_is_tested_also_with_an_idempotency_key(
+    client: TestClient, admin: dict, s3: MotoS3
+) -> None:
+    """The key's handling reads the body first; the test must still try the proposed credentials."""
+    await client.put(SPACES, json=config(s3, buckets=["existing-one"]), headers=admin)
+    wrong = {**config(s3, buckets=["existing-one"]), "secretKey": "wrong-" + s3.keys["full"].secret_key}
+    headers = {**admin, "Idempotency-Key": "test-proposed-1"}
+    body = await (await client.post(TEST, json=wrong, headers=headers)).json()
+    assert body["success"] is False and body["failedBuckets"] == ["existing-one"]
+    replayed = await client.post(TEST, json=wrong, headers=headers)
+    assert replayed.headers["Idempotent-Replayed"] == "true" and (await replayed.json()) == body
+
+
+async def test_a_viewer_with_an_idempotency_key_cannot_post_a_body(
+    client: TestClient, viewer: dict, admin: dict, s3: MotoS3, conn: asyncpg.Connection
+) -> None:
+    resp = await client.post(TEST, json=config(s3), headers={**viewer, "Idempotency-Key": "k"})
+    await assert_envelope(resp, 403, "FORBIDDEN_ROLE")
+    assert await conn.fetchval("SELECT count(*) FROM idempotency_keys") == 0
+
+
+async def test_a_region_the_signer_would_refuse_is_a_validation_error_not_a_500(
+    client: TestClient, admin: dict, s3: MotoS3
+) -> None:
+    for region in ("123", "0", "ams3-"):
+        resp = await client.post(TEST, json={**config(s3), "region": region}, headers=admin)
+        body = await assert_envelope(resp, 400, "VALIDATION_ERROR")
+        assert body["field"] == "region"
+
+
+async def test_a_saved_region_the_client_cannot_be_built_for_is_the_callers_400_not_an_outage(
+    client: TestClient, admin: dict, s3: MotoS3, conn: asyncpg.Connection
+) -> None:
+    """Earlier releases accepted regions such as "123"; a configuration saved then must not
+    make the test a 500 or bucket discovery a storage outage."""
+    await client.put(SPACES, json=config(s3), headers=admin)
+    await conn.execute("UPDATE spaces_config SET region = '123'")
+    body = await assert_envelope(await client.post(TEST, headers=admin), 400, "VALIDATION_ERROR")
+    assert "S3 client" in body["message"] and "region" in body["hint"]
+    await assert_envelope(await client.get(BUCKETS, headers=admin), 400, "VALIDATION_ERROR")

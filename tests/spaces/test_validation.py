@@ -19,7 +19,11 @@ INVALID = [
     ({"accessKey": 12}, "accessKey"),
     ({"secretKey": "x" * 257}, "secretKey"),
     ({"secretKey": 5}, "secretKey"),
-    ({"region": "FRA1"}, "region"),
+    ({"region": "fra_1"}, "region"),
+    # what the S3 signer refuses: all digits, a trailing '-'
+    ({"region": "123"}, "region"),
+    ({"region": "0"}, "region"),
+    ({"region": "ams3-"}, "region"),
     ({"region": "-fra"}, "region"),
     ({"region": "a" * 33}, "region"),
     ({"region": ""}, "region"),
@@ -100,7 +104,7 @@ async def test_read_only_field_is_422_readonly_field(client: TestClient, admin: 
 async def test_every_failing_field_is_listed_and_field_is_the_first_in_body_order(
     client: TestClient, admin: dict
 ) -> None:
-    body = {"region": "BAD", "accessKey": "", "buckets": ["ok-name", "x", "Y"], "extra": True, "secretKey": SECRET}
+    body = {"region": "BAD_", "accessKey": "", "buckets": ["ok-name", "x", "Y"], "extra": True, "secretKey": SECRET}
     resp = await client.put(SPACES, json=body, headers=admin)
     error = await resp.json()
     assert error["field"] == "region"
@@ -128,3 +132,12 @@ async def test_validation_errors_never_echo_the_secret(client: TestClient, admin
         assert resp.status == 400
         text = await resp.text()
         assert_hidden(text, SECRET, where="the error")
+
+
+async def test_region_is_case_insensitive_and_stored_lowercase(client: TestClient, admin: dict) -> None:
+    resp = await client.put(SPACES, json={"accessKey": "AK", "secretKey": SECRET, "region": "FRA1"}, headers=admin)
+    config = (await resp.json())["config"]
+    assert resp.status == 201
+    assert (config["region"], config["endpoint"]) == ("fra1", "fra1.digitaloceanspaces.com")
+    resp = await client.patch(SPACES, json={"region": "Ams3"}, headers=admin)
+    assert (await resp.json())["config"]["region"] == "ams3"

@@ -1,0 +1,130 @@
+"""The connection level: what happens before a request reaches the middlewares.
+
+aiohttp's parser rejects some requests before any middleware runs (a header holding a control
+character, an oversized request line or header, an unsupported Content-Encoding, a request line
+that is not HTTP), and by default answers them in text/plain, echoing the offending bytes, and
+logs the whole header at ERROR. ``Protocol`` answers them with the envelope and an
+``X-Request-ID`` instead, and logs one access line that holds no header value.
+
+It also bounds how long a client may take to send a request's head: a client that has begun a
+request and not finished its headers within ``HEADER_TIMEOUT`` is disconnected (idle keep-alive
+connections are closed by aiohttp after the keep-alive timeout). The body is bounded where it is
+read (``jsonio.read_body``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
+
+from spacesvc.http.errors import ApiError, internal_error, validation_error
+from spacesvc.http.jsonio import json_response
+from spacesvc.http.request_context import log_access, new_request_id
+
+log = logging.getLogger("spacesvc.server")
+
+# A client that has started sending a request gets this long to finish its headers.
+HEADER_TIMEOUT = 30.0
+
+
+def parser_error(error: BaseException | None) -> ApiError:
+    """What to tell a client whose request the parser rejected: never the bytes it sent."""
+    if isinstance(error, http_exceptions.LineTooLong):
+        return validation_error(
+            "The request line or a header is too long.", status=431, hint="Keep the URL and each header under 8 KiB."
+        )
+    if isinstance(error, http_exceptions.ContentEncodingError):
+        return validation_error(
+            "The request's Content-Encoding is not supported.",
+            status=415,
+            hint="Send the body as is, or with Content-Encoding gzip or deflate.",
+        )
+    if isinstance(error, http_exceptions.BadStatusLine):
+        return validation_error("The request line is not valid HTTP.")
+    if isinstance(error, http_exceptions.InvalidHeader):
+        return validation_error(
+            "A request header is malformed (a header value may not hold control characters).",
+            hint="Check the headers the client sends, the Authorization header included.",
+        )
+    if isinstance(error, http_exceptions.BadHttpMessage):
+        return validation_error("The request is not valid HTTP.")
+    return internal_error()
+
+
+class Protocol(RequestHandler):
+    """aiohttp's connection handler, with the envelope for parser errors and a header deadline."""
+
+    __slots__ = ("_header_deadline",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        idle = self._waiter is not None and not self._waiter.done()
+        super().data_received(data)
+        if self._messages or not idle:
+            self._cancel_header_deadline()
+        elif self._header_deadline is None:
+            self._header_deadline = self._loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._cancel_header_deadline()
+        super().connection_lost(exc)
+
+    def _cancel_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self._waiter is not None and not self._waiter.done() and not self._messages:
+            log.info("closed a connection whose request head took over %gs", HEADER_TIMEOUT)
+            self.force_close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """A request the parser rejected (or, status 500, an error no middleware could answer)."""
+        if request.writer.output_size > 0:
+            raise ConnectionError("the response has begun; no error can be sent")
+        request_id = new_request_id()
+        if status >= 500:
+            log.error("unhandled error", exc_info=exc, extra={"requestId": request_id})
+            error = internal_error()
+        else:
+            error = parser_error(exc)
+            log.info(
+                "rejected a request the HTTP parser could not read (%s)",
+                type(exc).__name__,
+                extra={"requestId": request_id},
+            )
+        response = json_response(
+            error.body(request_id), status=error.status, headers={**error.headers, "X-Request-ID": request_id}
+        )
+        response.force_close()
+        log_access(request_id, "-", "-", error.status, 0.0, None, request.remote)
+        return response
+
+
+class Server(web.Server):
+    def __call__(self) -> RequestHandler:
+        return Protocol(self, loop=self._loop, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """An AppRunner whose connections are handled by ``Protocol``."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = Server  # same state; only the connection handler it builds differs
+        return server
