@@ -18,11 +18,12 @@ import asyncpg
 from aiohttp import web
 
 import backends
-from backends import create_backend
+from backends import BackendUnavailable, create_backend
 from backends.db import DbSecretBackend, new_encryption_key
 from spacesvc import embedded, postgres
 from spacesvc.app import create_app
 from spacesvc.errors import ConfigError, DomainError
+from spacesvc.http.server import Runner
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
 from spacesvc.settings import Settings
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     secret_actions = secrets_cmd.add_subparsers(dest="action", required=True)
     secret_actions.add_parser("reencrypt", help="db backend: re-encrypt the stored secret under the first key")
     secret_actions.add_parser("genkey", help="print a new SPACESVC_ENCRYPTION_KEYS entry (kid:base64key)")
+    secret_actions.add_parser(
+        "verify", help="say whether the stored secret is readable through the configured backend (exit 0 or 1)"
+    )
     move = secret_actions.add_parser(
         "migrate", help="move the stored secret from the configured backend to another (then switch and restart)"
     )
@@ -83,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             asyncio.run(serve(settings, args.host, args.port))
         else:
-            asyncio.run(COMMANDS[(args.command, getattr(args, "action", None))](settings, args))
+            return asyncio.run(COMMANDS[(args.command, getattr(args, "action", None))](settings, args)) or 0
     except (ConfigError, MigrationError, TokenError, CommandError, DomainError) as error:
         print(f"spacesvc: {error}", file=sys.stderr)
         return 2
@@ -131,7 +135,9 @@ async def serve(settings: Settings, host: str, port: int) -> None:
             # a replica starting at the same moment may create (and print) it first
             with contextlib.suppress(TokenError):
                 first_token, _ = await create_token(conn, name="admin", role="admin", scopes=list(SCOPES))
-    runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False)
+    runner = Runner(
+        create_app(settings), access_log=None, handle_signals=False, keepalive_timeout=settings.keepalive_timeout
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
@@ -219,11 +225,43 @@ async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> N
     print(f"now set SPACESVC_SECRET_BACKEND={target.name} and restart spacesvc")
 
 
-COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, None]]] = {
+async def cmd_secrets_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """Read the stored secret through the configured backend and say whether that worked; never print it."""
+    backend = create_backend(settings.secrets)
+    try:
+        async with connection(settings) as conn:
+            config = await queries.get_config(conn)
+            if config is None:
+                print("nothing is configured: there is no stored secretKey to verify")
+                return 1
+            if config.secret_backend != backend.name:
+                print(
+                    f"not verified: the stored secretKey is in the {config.secret_backend} backend, but "
+                    f"SPACESVC_SECRET_BACKEND is {backend.name}"
+                )
+                return 1
+            try:
+                secret = await backend.read(conn, config.secret_location)
+            except BackendUnavailable as error:
+                print(f"not readable: {error}" + (f" ({error.hint})" if error.hint else ""))
+                return 1
+    finally:
+        await backend.close()
+    if secret is None:
+        print(f"not readable: the {backend.name} backend holds no secretKey for configuration version {config.version}")
+        return 1
+    print(
+        f"the stored secretKey is readable through the {backend.name} backend (configuration version {config.version})"
+    )
+    return 0
+
+
+COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int | None]]] = {
     ("migrate", None): cmd_migrate,
     ("tokens", "create"): cmd_tokens_create,
     ("tokens", "list"): cmd_tokens_list,
     ("tokens", "revoke"): cmd_tokens_revoke,
     ("secrets", "reencrypt"): cmd_secrets_reencrypt,
     ("secrets", "migrate"): cmd_secrets_migrate,
+    ("secrets", "verify"): cmd_secrets_verify,
 }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ class Settings:
     # A running Idempotency-Key request renews its claim for this long (every third of it); a claim
     # not renewed in time was left by a process that died, and a retry takes it over.
     idempotency_lease_seconds: float = 10.0
+    # An idle keep-alive connection is closed after this long.
+    keepalive_timeout: float = 75.0
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
 
@@ -84,6 +87,7 @@ class Settings:
         log_level = (_get(env, "SPACESVC_LOG_LEVEL") or cls.log_level).upper()
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("SPACESVC_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
+        keepalive_timeout = parse_seconds(env, "SPACESVC_KEEPALIVE_TIMEOUT", default=cls.keepalive_timeout)
         return cls(
             database_url=database_url,
             data_dir=Path(_get(env, "SPACESVC_DATA_DIR") or cls.data_dir),
@@ -91,7 +95,23 @@ class Settings:
             log_level=log_level,
             rate_limit=rate_limit,
             auth_failure_limit=auth_failure_limit,
+            keepalive_timeout=keepalive_timeout,
         )
+
+
+DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
+DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_seconds(env: Mapping[str, str], variable: str, *, default: float) -> float:
+    """A duration such as ``75s``, ``500ms``, ``5m``, ``12h``, ``30d`` (a bare number is seconds)."""
+    text = _get(env, variable)
+    if text is None:
+        return default
+    match = DURATION.match(text)
+    if match is None:
+        raise ConfigError(f"{variable}={text!r} must be a duration such as 75s, 500ms, 5m or 1h")
+    return float(match[1]) * DURATION_SECONDS[match[2] or "s"]
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:

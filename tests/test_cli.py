@@ -8,8 +8,10 @@ import asyncpg
 import pytest
 
 from backends.db import DbSecretBackend, DbSettings, EncryptionKey, parse_encryption_keys
+from spacesvc.settings import Settings
 from spacesvc.tokens.model import TOKEN_PATTERN, hash_token
 from tests.backends.contract import OWNER
+from tests.support.api import BODY, SPACES, MakeClient
 from tests.support.cli import clean_env, run
 from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
 
@@ -163,3 +165,30 @@ def test_unreachable_database_is_one_line_with_the_password_masked() -> None:
     assert "not reachable" in result.stderr
     assert "hunter2-password" not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+async def test_secrets_verify_says_whether_the_stored_secret_is_readable_and_never_prints_it(
+    env: dict, make_client: MakeClient, settings: Settings, admin: dict
+) -> None:
+    nothing = run("secrets", "verify", env=env)
+    assert nothing.returncode == 1 and "nothing is configured" in nothing.stdout
+    client = await make_client(settings)
+    assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
+
+    readable = run("secrets", "verify", env=env)
+    assert readable.returncode == 0, readable.stderr
+    assert "readable through the db backend (configuration version 1)" in readable.stdout
+
+    other_key = keys_env(EncryptionKey(TEST_KEY.kid, os.urandom(32)))  # a restore with the wrong key
+    wrong = run("secrets", "verify", env={**env, "SPACESVC_ENCRYPTION_KEYS": other_key})
+    assert wrong.returncode == 1 and "not readable" in wrong.stdout and "does not decrypt" in wrong.stdout
+
+    lost = run(
+        "secrets", "verify", env={**env, "SPACESVC_ENCRYPTION_KEYS": keys_env(EncryptionKey("k9", os.urandom(32)))}
+    )
+    assert lost.returncode == 1 and "'k1'" in lost.stdout
+
+    elsewhere = run("secrets", "verify", env={**env, "SPACESVC_SECRET_BACKEND": "env"})
+    assert elsewhere.returncode == 1 and "in the db backend" in elsewhere.stdout
+    for result in (readable, wrong, lost, elsewhere):
+        assert_hidden(result.stdout + result.stderr, SECRET, where="the verify output")

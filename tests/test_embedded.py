@@ -3,67 +3,24 @@
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import aiohttp
 
 from spacesvc.embedded import bundled_major_version
-from tests.support.cli import SPACESVC, clean_env, run
+from tests.support.cli import clean_env, run
 from tests.support.postgres import LocalPostgres, embedded_bin_dir, find_bin_dir, free_port
 from tests.support.secrecy import assert_hidden
+from tests.support.service import Serve
 
 TOKEN_LINE = re.compile(r"^sps_[A-Za-z0-9_-]{43,}$")
-
-
-class Serve:
-    """`spacesvc serve` in a data dir; collects stdout until it prints the docs URL."""
-
-    def __init__(self, data_dir: Path, port: int) -> None:
-        self.port = port
-        self.process = subprocess.Popen(
-            [SPACESVC, "serve", "--port", str(port)],
-            env=clean_env(SPACESVC_DATA_DIR=str(data_dir)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        self.stdout: list[str] = []
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = self.process.stdout.readline()
-            if not line:
-                break
-            self.stdout.append(line.rstrip("\n"))
-            if "API docs:" in line:
-                break
-        assert any("API docs:" in line for line in self.stdout), self.stop()
-
-    def read_token_lines(self) -> list[str]:
-        assert self.process.stdout is not None
-        lines = []
-        for _ in range(2):
-            lines.append(self.process.stdout.readline().rstrip("\n"))
-        self.stdout.extend(lines)
-        return lines
-
-    def stop(self) -> str:
-        """Stop it as an operator would (SIGTERM); keeps the rest of stdout, returns stderr."""
-        self.process.send_signal(signal.SIGTERM)
-        stdout, stderr = self.process.communicate(timeout=30)
-        self.stdout.extend(stdout.splitlines())
-        return stderr
 
 
 async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_token_once(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     port = free_port()
 
-    first = Serve(data_dir, port)
+    first = Serve(clean_env(SPACESVC_DATA_DIR=str(data_dir)), port)
     try:
         assert f"http://127.0.0.1:{port}" in first.stdout[0]
         assert first.stdout[1] == f"API docs: http://127.0.0.1:{port}/api/docs"
@@ -87,7 +44,7 @@ async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_tok
     assert "SPACESVC_ENCRYPTION_KEYS" in first_stderr
     assert_hidden(first_stderr, token, where="the server log")
 
-    second = Serve(data_dir, port)
+    second = Serve(clean_env(SPACESVC_DATA_DIR=str(data_dir)), port)
     try:
         async with aiohttp.ClientSession() as http:
             resp = await http.get(

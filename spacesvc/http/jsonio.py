@@ -14,8 +14,9 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from spacesvc.http.errors import ClientDisconnected, validation_error
 
-# A body that has not arrived this long after the handler asked for it is a slow client's.
-BODY_TIMEOUT = 30.0
+# A body that has not arrived this long after the handler asked for it is a slow client's (with
+# the server's lingering time after the answer, its connection ends within 30 s).
+BODY_TIMEOUT = 25.0
 
 
 def timestamp(moment: datetime) -> str:

@@ -9,7 +9,8 @@ logs the whole header at ERROR. ``Protocol`` answers them with the envelope and 
 It also bounds how long a client may take to send a request's head: a client that has begun a
 request and not finished its headers within ``HEADER_TIMEOUT`` is disconnected (idle keep-alive
 connections are closed by aiohttp after the keep-alive timeout). The body is bounded where it is
-read (``jsonio.read_body``).
+read (``jsonio.read_body``), and what is left of a body after the answer is read for at most
+``LINGERING_TIME``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 from typing import Any
 
 from aiohttp import http_exceptions, web
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 
 from spacesvc.http.errors import ApiError, internal_error, validation_error
 from spacesvc.http.jsonio import json_response
@@ -29,6 +30,10 @@ log = logging.getLogger("spacesvc.server")
 
 # A client that has started sending a request gets this long to finish its headers.
 HEADER_TIMEOUT = 30.0
+# After answering a request whose body was not read to the end, aiohttp reads on for at most this
+# long before closing, so the client receives the answer. With jsonio.BODY_TIMEOUT this keeps a
+# slow body's connection under 30 s in all.
+LINGERING_TIME = 3.0
 
 
 def parser_error(error: BaseException | None) -> ApiError:
@@ -87,6 +92,15 @@ class Protocol(RequestHandler):
             log.info("closed a connection whose request head took over %gs", HEADER_TIMEOUT)
             self.force_close()
 
+    def log_exception(self, *args: Any, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info")
+        if isinstance(error, RequestPayloadError | ConnectionError):
+            # after the answer, aiohttp reads what is left of the body; a body that cannot be
+            # decoded, or a client gone, ends the connection and is not a server error
+            log.info("closed a connection whose request body could not be read (%s)", type(error).__name__)
+            return
+        super().log_exception(*args, **kwargs)
+
     def handle_error(
         self,
         request: web.BaseRequest,
@@ -123,6 +137,10 @@ class Server(web.Server):
 
 class Runner(web.AppRunner):
     """An AppRunner whose connections are handled by ``Protocol``."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("lingering_time", LINGERING_TIME)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

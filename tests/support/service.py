@@ -1,0 +1,60 @@
+"""`spacesvc serve` as a separate process, started and stopped as an operator would."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+
+from tests.support.cli import SPACESVC
+
+
+class Serve:
+    """`spacesvc serve --port PORT` with ``env``; collects stdout until it prints the docs URL."""
+
+    def __init__(self, env: Mapping[str, str], port: int, *extra: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = subprocess.Popen(
+            [SPACESVC, "serve", "--port", str(port), *extra],
+            env=dict(env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        self.stdout: list[str] = []
+        self.stderr = ""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            self.stdout.append(line.rstrip("\n"))
+            if "API docs:" in line:
+                break
+        assert any("API docs:" in line for line in self.stdout), self.stop()
+
+    def read_token_lines(self) -> list[str]:
+        assert self.process.stdout is not None
+        lines = []
+        for _ in range(2):
+            lines.append(self.process.stdout.readline().rstrip("\n"))
+        self.stdout.extend(lines)
+        return lines
+
+    def kill(self) -> None:
+        """As a crash would: SIGKILL, nothing cleaned up."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+    def stop(self) -> str:
+        """Stop it as an operator would (SIGTERM); keeps the rest of stdout, returns stderr."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        stdout, stderr = self.process.communicate(timeout=60)
+        self.stdout.extend(stdout.splitlines())
+        self.stderr += stderr
+        return self.stderr
