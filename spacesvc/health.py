@@ -35,7 +35,12 @@ class ReadinessSchema(Schema):
     checks = fields.Dict(keys=fields.String(), values=fields.Dict(), required=True)
 
 
-@docs(tags=["health"], summary="Liveness: 200 while the process serves", responses={200: ok(HealthSchema, "Alive")})
+@docs(
+    tags=["health"],
+    summary="Liveness: 200 while the process serves",
+    operationId="healthz",
+    responses={200: ok(HealthSchema, "Alive")},
+)
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
@@ -86,6 +91,7 @@ async def _backend_check(backend: SecretBackend, conn: asyncpg.Connection) -> di
 @docs(
     tags=["health"],
     summary="Readiness: PostgreSQL answers, migrations are applied, the secret backend is healthy",
+    operationId="readyz",
     responses={200: ok(ReadinessSchema, "Ready"), **errors(503)},
 )
 async def readyz(request: web.Request) -> web.Response:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+import pytest
 
-from spacesvc.embedded import bundled_major_version
+from spacesvc.embedded import SERVER_USER, bundled_major_version
 from tests.support.cli import clean_env, run
 from tests.support.postgres import LocalPostgres, embedded_bin_dir, find_bin_dir, free_port
 from tests.support.secrecy import assert_hidden
@@ -16,8 +22,22 @@ from tests.support.service import Serve
 TOKEN_LINE = re.compile(r"^sps_[A-Za-z0-9_-]{43,}$")
 
 
-async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_token_once(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """A data dir inside a directory of the test's own that others may traverse (0711), as
+    /var/lib is: run as root, the embedded PostgreSQL's own user must be able to reach it."""
+    parent = Path(tempfile.mkdtemp(prefix="spacesvc-embedded-", dir="/tmp"))
+    parent.chmod(0o711)
+    yield parent / "data"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def modes_above(*paths: Path) -> dict[Path, int]:
+    """The permission bits of every directory above ``paths``."""
+    return {directory: directory.stat().st_mode & 0o7777 for path in paths for directory in path.parents}
+
+
+async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_token_once(data_dir: Path) -> None:
     port = free_port()
 
     first = Serve(clean_env(SPACESVC_DATA_DIR=str(data_dir)), port)
@@ -55,6 +75,7 @@ async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_tok
     finally:
         second_stderr = second.stop()
     assert not any(TOKEN_LINE.match(line) for line in second.stdout)
+    assert data_dir.stat().st_mode & 0o777 == 0o700
     assert "generated an encryption key file" not in second_stderr
 
 
@@ -82,8 +103,7 @@ def old_data_dir(data_dir: Path) -> str:
     return (pgdata / "PG_VERSION").read_text().strip()
 
 
-def test_a_data_dir_of_another_postgresql_major_version_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
+def test_a_data_dir_of_another_postgresql_major_version_is_refused_and_left_untouched(data_dir: Path) -> None:
     old_major = old_data_dir(data_dir)
     bundled = str(bundled_major_version())
     assert old_major != bundled
@@ -96,3 +116,35 @@ def test_a_data_dir_of_another_postgresql_major_version_is_refused_and_left_unto
         assert f"PostgreSQL {old_major}" in lines[0] and f"PostgreSQL {bundled}" in lines[0]
         assert "SPACESVC_DATA_DIR" in lines[0] and "pg_dump" in lines[0]
     assert snapshot(data_dir) == before
+
+
+async def test_the_embedded_default_changes_no_permission_above_its_data_dir_or_its_binaries(data_dir: Path) -> None:
+    binaries = embedded_bin_dir()
+    before = modes_above(data_dir, binaries)
+    server = Serve(clean_env(SPACESVC_DATA_DIR=str(data_dir)), free_port())
+    try:
+        async with aiohttp.ClientSession() as http:
+            assert (await http.get(f"{server.url}/readyz")).status == 200
+    finally:
+        server.stop()
+    assert modes_above(data_dir, binaries) == before
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "encryption-keys").stat().st_mode & 0o777 == 0o600
+    if os.geteuid() == 0:  # the key file stays root's; the database belongs to PostgreSQL's user
+        assert (data_dir / "encryption-keys").stat().st_uid == 0
+        assert (data_dir / "pg").stat().st_uid == pwd.getpwnam(SERVER_USER).pw_uid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another user")
+def test_as_root_a_data_dir_that_user_cannot_reach_is_refused_naming_the_directory(data_dir: Path) -> None:
+    closed = data_dir.parent / "closed"
+    closed.mkdir(mode=0o700)
+    inside = closed / "data"
+    before = modes_above(inside)
+    result = run("serve", "--port", str(free_port()), env=clean_env(SPACESVC_DATA_DIR=str(inside)), timeout=60)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert f"cannot pass {closed} (mode 0700)" in line and SERVER_USER in line
+    assert "changes no permission" in line and "SPACESVC_DATABASE_URL" in line
+    assert modes_above(inside) == before
+    assert not (inside / "pg" / "PG_VERSION").exists()

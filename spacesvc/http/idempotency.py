@@ -12,7 +12,6 @@ method, path and body under a key of the service's own, so nothing stored reveal
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import logging
@@ -29,7 +28,6 @@ from aiohttp import web
 
 from spacesvc import postgres
 from spacesvc.errors import Unavailable
-from spacesvc.http.authorization import ViewT
 from spacesvc.http.errors import ApiError, ErrorCode, validation_error
 from spacesvc.http.jsonio import read_body
 from spacesvc.typedefs import FINGERPRINT_KEY, PRINCIPAL, SETTINGS
@@ -40,6 +38,8 @@ HEADER = "Idempotency-Key"
 KEY_FORMAT = re.compile(r"^[\x20-\x7e]{1,255}$")
 RETENTION = timedelta(hours=24)
 REPLAYED_HEADERS = ("Content-Type", "ETag")
+# A retry of the same request carries the same conditions; other conditions make another request.
+FINGERPRINTED_HEADERS = ("If-Match", "If-None-Match")
 CLEANUP_INTERVAL_SECONDS = 600.0
 
 SELECT_FINGERPRINT_KEY = "SELECT key FROM service_keys WHERE name = 'idempotency-fingerprint'"
@@ -98,7 +98,9 @@ class FingerprintKey:
 
 
 def fingerprint(key: bytes, request: web.Request, body: bytes) -> bytes:
-    message = request.method.encode() + b"\n" + request.path_qs.encode() + b"\n" + body
+    """The request as a retry repeats it: method, path, the conditions it carries, and its body."""
+    conditions = "\n".join(request.headers.get(name, "") for name in FINGERPRINTED_HEADERS)
+    message = f"{request.method}\n{request.path_qs}\n{conditions}\n".encode() + body
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
@@ -130,25 +132,14 @@ async def claim(conn: asyncpg.Connection, token_id: str, key: str, print_: bytes
     raise ApiError(ErrorCode.CONFLICT, "The Idempotency-Key is contended; retry.", headers={"Retry-After": "1"})
 
 
-def idempotent(
-    method: Callable[[ViewT], Awaitable[web.StreamResponse]],
-) -> Callable[[ViewT], Awaitable[web.StreamResponse]]:
-    """Decorate a view method (inside its authorization): its request may carry an Idempotency-Key."""
-
-    @functools.wraps(method)
-    async def wrapper(view: ViewT) -> web.StreamResponse:
-        return await run_idempotently(view.request, lambda: method(view))
-
-    return wrapper
-
-
 async def run_idempotently(
     request: web.Request, handle: Callable[[], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     """Run ``handle`` once per Idempotency-Key: replay its 2xx result for a retry of the same request.
 
-    Called after the request is authorized, so only a caller allowed to make the request has its
-    body read and a key claimed.
+    Called by a handler once the request is authorized and its headers are valid, so only a caller
+    allowed to make the request has its body read and a key claimed, and a malformed header is a
+    400 however often it is retried.
     """
     key = request.headers.get(HEADER)
     if key is None:

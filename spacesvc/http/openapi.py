@@ -27,10 +27,12 @@ ERROR_DESCRIPTIONS = {
     403: "The token's role (FORBIDDEN_ROLE) or scopes (FORBIDDEN_SCOPE) do not permit this.",
     404: "Nothing configured, or no such route (NOT_FOUND).",
     405: "Method not allowed; see the Allow header (VALIDATION_ERROR).",
-    409: "IDEMPOTENCY_KEY_REUSED (same key, other body), or CONFLICT (that key's first request still in flight).",
+    408: "The request body did not arrive in time; the connection is closed (VALIDATION_ERROR).",
+    409: "IDEMPOTENCY_KEY_REUSED (same key, other request), or CONFLICT (that key's first request still in "
+    "flight; see Retry-After).",
     412: "If-Match / If-None-Match precondition failed (CONFLICT).",
     413: "Request body over 64 KiB (VALIDATION_ERROR).",
-    415: "Request body is not application/json (VALIDATION_ERROR).",
+    415: "Request body is not application/json, or its Content-Encoding is not supported (VALIDATION_ERROR).",
     422: "A read-only field was sent (READONLY_FIELD).",
     429: "Over the rate limit (RATE_LIMITED); see Retry-After, RateLimit-Policy and RateLimit.",
     500: "Unexpected error (INTERNAL); quote the requestId.",
@@ -56,7 +58,8 @@ IDEMPOTENCY_KEY_PARAM = {
     "in": "header",
     "name": "Idempotency-Key",
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    # 1-255 printable ASCII; HTTP trims a header's outer spaces, so none is at either end
+    "schema": {"type": "string", "pattern": "^[\\x21-\\x7e](?:[\\x20-\\x7e]{0,253}[\\x21-\\x7e])?$"},
     "description": "Retry-safe writes: a 2xx result is kept 24 h per token and replayed for the same key "
     "and body (with Idempotent-Replayed: true).",
 }
@@ -77,10 +80,18 @@ def etag_header(*, always: bool) -> dict[str, Any]:
 
 
 def ok(
-    schema: type[Schema], description: str, *, etag: dict[str, Any] | None = None, replayable: bool = False
+    schema: type[Schema],
+    description: str,
+    *,
+    etag: dict[str, Any] | None = None,
+    replayable: bool = False,
+    links: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     headers = {**REQUEST_ID, **RATE_LIMIT_HEADERS, **(etag or {}), **(REPLAYED if replayable else {})}
-    return {"description": description, "headers": headers, "content": {JSON: {"schema": schema}}}
+    response = {"description": description, "headers": headers, "content": {JSON: {"schema": schema}}}
+    if links:
+        response["links"] = links
+    return response
 
 
 def errors(*statuses: int) -> dict[int, dict[str, Any]]:
@@ -125,6 +136,8 @@ class OpenApi3Spec(AiohttpApiSpec):
         self.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
 
     def _update_paths(self, data: dict[str, Any], method: str, url_path: str) -> None:
+        if method == "head":
+            return  # HEAD is answered wherever GET is; one operation (and operationId) per route
         operation = {k: v for k, v in data.items() if k not in ("produces", "schemas")}
         if not operation.get("parameters"):
             operation.pop("parameters", None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import INCLUDE, Schema, fields
 
 from spacesvc.http.errors import ErrorCode
 
@@ -12,6 +12,9 @@ class SuccessSchema(Schema):
 
 
 class ErrorSchema(Schema):
+    class Meta:
+        unknown = INCLUDE  # more properties may come (SPEC §3)
+
     code = fields.String(required=True, metadata={"enum": [code.value for code in ErrorCode]})
     message = fields.String(required=True)
     field = fields.String(metadata={"description": "dot path of the input the error is tied to"})
@@ -19,4 +22,10 @@ class ErrorSchema(Schema):
     requestId = fields.String(required=True)
     errors = fields.Dict(
         keys=fields.String(), values=fields.List(fields.String()), metadata={"description": "every failing field"}
+    )
+    dependency = fields.String(
+        metadata={"description": "on 503: what is unavailable", "enum": ["database", "secret_backend", "storage"]}
+    )
+    checks = fields.Dict(
+        keys=fields.String(), values=fields.Dict(), metadata={"description": "on /readyz: each check, ok or not"}
     )

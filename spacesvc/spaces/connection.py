@@ -63,6 +63,7 @@ class SpacesTestView(web.View):
     @docs(
         tags=["settings"],
         summary="Test the saved credentials (or proposed ones) against the endpoint",
+        operationId="testSpacesConnection",
         description="HeadBucket on each configured bucket, or ListBuckets when none are configured; "
         "an AccessDenied on ListBuckets means a bucket-scoped key (scopedKey). Without a body: role "
         "admin or operator (as BRIDGEPORT) with settings:read tests the saved configuration. With a "
@@ -76,7 +77,7 @@ class SpacesTestView(web.View):
         },
         responses={
             200: ok(ConnectionTestSchema, "The test ran"),
-            **errors(400, 401, 403, 404, 413, 415, 422, 429, 503),
+            **errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 429, 503),
         },
     )
     async def post(self) -> web.StreamResponse:
@@ -113,6 +114,7 @@ class SpacesBucketsView(web.View):
     @docs(
         tags=["settings"],
         summary="The buckets: the configured ones, or those the key can list",
+        operationId="listSpacesBuckets",
         security=SECURITY,
         responses={200: ok(BucketListSchema, "The buckets"), **errors(400, 401, 403, 404, 429, 503)},
     )

@@ -21,6 +21,12 @@ MAX_SECRET_LENGTH = 256
 ACCESS_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 # What the S3 signer accepts as a region too (botocore refuses all digits and a trailing '-').
 REGION = re.compile(r"^(?![0-9]+$)[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+# The same rule (with maxLength 32, and either case) without a lookahead, for the OpenAPI document:
+# a letter alone; or letter-led; or digit-led and ending in a letter; or digit-led with a letter or
+# '-' inside and ending in a letter or digit.
+REGION_DOCUMENTED = (
+    "^(?:[a-zA-Z]|[a-zA-Z][a-zA-Z0-9-]*[a-zA-Z0-9]|[0-9][a-zA-Z0-9-]*[a-zA-Z]|[0-9]+[a-zA-Z-][a-zA-Z0-9-]*[a-zA-Z0-9])$"
+)
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -129,7 +135,8 @@ class SpacesConfigInput(Schema):
         metadata={
             "description": "default fra1; case-insensitive, stored lowercase",
             "example": DEFAULT_REGION,
-            "pattern": "^(?![0-9]+$)[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,30}[a-zA-Z0-9])?$",
+            "pattern": REGION_DOCUMENTED,
+            "maxLength": 32,
         },
         validate=validate.Regexp(
             REGION,
@@ -175,6 +182,21 @@ class SpacesConfigInput(Schema):
                 errors[index] = [problem]
         if errors:
             raise ValidationError(errors)
+
+
+class SpacesConfigPatchInput(SpacesConfigInput):
+    """PATCH's fields: a JSON Merge Patch, where null resets a field to its default; accessKey
+    (required) and secretKey (removed only with the whole configuration) cannot be null."""
+
+    accessKey = fields.String(
+        metadata={"description": "1-128 printable ASCII characters, no whitespace", "example": "DO00EXAMPLE"},
+        validate=validate.Regexp(ACCESS_KEY, error="Must be 1 to 128 printable ASCII characters without whitespace."),
+    )
+    secretKey = fields.String(
+        load_only=True,
+        metadata={"description": "write-only; omitted or empty keeps the stored one", "writeOnly": True},
+        validate=validate.Length(max=MAX_SECRET_LENGTH, error=f"Must be at most {MAX_SECRET_LENGTH} characters."),
+    )
 
 
 class SpacesConfigSchema(Schema):

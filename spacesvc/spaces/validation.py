@@ -8,7 +8,7 @@ from marshmallow import ValidationError
 
 from spacesvc.http.errors import ApiError, readonly_field, validation_error
 from spacesvc.spaces.model import DEFAULT_REGION, SpacesFields, SpacesInput, SpacesPatch
-from spacesvc.spaces.schemas import READONLY_FIELDS, SpacesConfigInput
+from spacesvc.spaces.schemas import READONLY_FIELDS, SpacesConfigInput, SpacesConfigPatchInput
 
 READONLY_HINTS = {
     "id": "The id is assigned by the server.",
@@ -21,7 +21,7 @@ READONLY_HINTS = {
 }
 
 _PUT_SCHEMA = SpacesConfigInput()
-_PATCH_SCHEMA = SpacesConfigInput(partial=True)
+_PATCH_SCHEMA = SpacesConfigPatchInput(partial=True)
 
 
 def parse_put(body: dict[str, Any]) -> SpacesInput:

@@ -15,13 +15,18 @@ from spacesvc import postgres
 from spacesvc.errors import NotFound
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.errors import readonly_field, validation_error
-from spacesvc.http.idempotency import idempotent
+from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
 from spacesvc.spaces import queries
 from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput
-from spacesvc.spaces.schemas import SpacesConfigEnvelopeSchema, SpacesConfigInput, SpacesStatusSchema
+from spacesvc.spaces.schemas import (
+    SpacesConfigEnvelopeSchema,
+    SpacesConfigInput,
+    SpacesConfigPatchInput,
+    SpacesStatusSchema,
+)
 from spacesvc.spaces.validation import parse_patch, parse_put
 from spacesvc.typedefs import PRINCIPAL, SECRET_BACKEND
 
@@ -30,7 +35,7 @@ IF_MATCH_PARAM = {
     "in": "header",
     "name": "If-Match",
     "required": False,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
     "description": 'Make the write conditional on the current version: "<version>" (the ETag).',
 }
 IF_NONE_MATCH_PARAM = {
@@ -39,6 +44,14 @@ IF_NONE_MATCH_PARAM = {
     "required": False,
     "schema": {"type": "string", "enum": ["*"]},
     "description": "* : create only; fails with 412 if a configuration exists.",
+}
+
+
+# OpenAPI links from a write's answer to what a client does next (schemathesis follows them).
+AFTER_A_WRITE = {
+    "GetConfig": {"operationId": "getSpacesConfig"},
+    "PatchConfig": {"operationId": "patchSpacesConfig", "parameters": {"header.If-Match": "$response.header.ETag"}},
+    "DeleteConfig": {"operationId": "deleteSpacesConfig", "parameters": {"header.If-Match": "$response.header.ETag"}},
 }
 
 
@@ -97,6 +110,7 @@ class SpacesSettingsView(web.View):
     @docs(
         tags=["settings"],
         summary="Get the global Spaces configuration",
+        operationId="getSpacesConfig",
         security=SECURITY,
         responses={
             200: ok(SpacesStatusSchema, "The configuration, or configured: false", etag=etag_header(always=False)),
@@ -114,6 +128,7 @@ class SpacesSettingsView(web.View):
     @docs(
         tags=["settings"],
         summary="Create or replace the global Spaces configuration (admin only)",
+        operationId="putSpacesConfig",
         description="A full replacement of the non-secret fields; omitted optional fields take their defaults. "
         "secretKey is required on creation (unless the backend is env); omitted or empty keeps the stored one. "
         "A PUT that changes nothing answers 200 without bumping version.",
@@ -122,16 +137,28 @@ class SpacesSettingsView(web.View):
         requestBody=json_body(SpacesConfigInput, "The configuration"),
         responses={
             200: ok(
-                SpacesConfigEnvelopeSchema, "Replaced (or unchanged)", etag=etag_header(always=True), replayable=True
+                SpacesConfigEnvelopeSchema,
+                "Replaced (or unchanged)",
+                etag=etag_header(always=True),
+                replayable=True,
+                links=AFTER_A_WRITE,
             ),
-            201: ok(SpacesConfigEnvelopeSchema, "Created", etag=etag_header(always=True), replayable=True),
-            **errors(400, 401, 403, 409, 412, 413, 415, 422, 429, 503),
+            201: ok(
+                SpacesConfigEnvelopeSchema,
+                "Created",
+                etag=etag_header(always=True),
+                replayable=True,
+                links=AFTER_A_WRITE,
+            ),
+            **errors(400, 401, 403, 408, 409, 412, 413, 415, 422, 429, 503),
         },
     )
     @requires(roles=ADMIN, scope=WRITE)
-    @idempotent
-    async def put(self) -> web.Response:
+    async def put(self) -> web.StreamResponse:
         conditions = preconditions(self.request, allow_create_only=True)
+        return await run_idempotently(self.request, lambda: self._put(conditions))
+
+    async def _put(self, conditions: Preconditions) -> web.Response:
         wanted = parse_put(await read_json_object(self.request))
         self._refuse_unwritable_secret(wanted.secret, "PUT")
         async with self.connection() as conn:
@@ -147,22 +174,29 @@ class SpacesSettingsView(web.View):
     @docs(
         tags=["settings"],
         summary="Change some fields of the Spaces configuration (JSON Merge Patch, RFC 7396)",
+        operationId="patchSpacesConfig",
         description="null resets an optional field to its default; arrays are replaced whole. "
         "A PATCH that changes nothing answers 200 without bumping version.",
         security=SECURITY,
         parameters=[IF_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
-        requestBody=json_body(SpacesConfigInput(partial=True), "The fields to change"),
+        requestBody=json_body(SpacesConfigPatchInput(partial=True), "The fields to change"),
         responses={
             200: ok(
-                SpacesConfigEnvelopeSchema, "Changed (or unchanged)", etag=etag_header(always=True), replayable=True
+                SpacesConfigEnvelopeSchema,
+                "Changed (or unchanged)",
+                etag=etag_header(always=True),
+                replayable=True,
+                links=AFTER_A_WRITE,
             ),
-            **errors(400, 401, 403, 404, 409, 412, 413, 415, 422, 429, 503),
+            **errors(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 429, 503),
         },
     )
     @requires(roles=ADMIN, scope=WRITE)
-    @idempotent
-    async def patch(self) -> web.Response:
+    async def patch(self) -> web.StreamResponse:
         conditions = preconditions(self.request, allow_create_only=False)
+        return await run_idempotently(self.request, lambda: self._patch(conditions))
+
+    async def _patch(self, conditions: Preconditions) -> web.Response:
         patch = parse_patch(await read_json_object(self.request))
         self._refuse_unwritable_secret(patch.secret, "PATCH")
 
@@ -180,6 +214,7 @@ class SpacesSettingsView(web.View):
     @docs(
         tags=["settings"],
         summary="Delete the Spaces configuration and its stored secret",
+        operationId="deleteSpacesConfig",
         security=SECURITY,
         parameters=[IF_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
         responses={
@@ -188,9 +223,11 @@ class SpacesSettingsView(web.View):
         },
     )
     @requires(roles=ADMIN, scope=WRITE)
-    @idempotent
-    async def delete(self) -> web.Response:
+    async def delete(self) -> web.StreamResponse:
         conditions = preconditions(self.request, allow_create_only=False)
+        return await run_idempotently(self.request, lambda: self._delete(conditions))
+
+    async def _delete(self, conditions: Preconditions) -> web.Response:
         async with self.connection() as conn:
             removed = await queries.delete_config(conn, self.backend, conditions)
         if removed is None:

@@ -191,3 +191,19 @@ async def test_a_used_key_on_a_method_the_route_does_not_allow_is_405(client: Te
     assert (await client.put(SPACES, json=BODY, headers=keyed(admin, "k-405"))).status == 201
     resp = await client.post(SPACES, json=BODY, headers=keyed(admin, "k-405"))
     await assert_envelope(resp, 405, "VALIDATION_ERROR")
+
+
+async def test_a_malformed_condition_is_a_400_even_with_a_key_already_used(client: TestClient, admin: dict) -> None:
+    """Found by schemathesis: the replay used to answer before the headers were checked."""
+    assert (await client.put(SPACES, json=BODY, headers=keyed(admin, "k-cond"))).status == 201
+    resp = await client.put(SPACES, json=BODY, headers={**keyed(admin, "k-cond"), "If-None-Match": "AAA"})
+    body = await assert_envelope(resp, 400, "VALIDATION_ERROR")
+    assert body["field"] == "If-None-Match"
+
+
+async def test_the_same_key_with_other_conditions_is_another_request(client: TestClient, admin: dict) -> None:
+    assert (await client.put(SPACES, json=BODY, headers=keyed(admin, "k-if"))).status == 201
+    resp = await client.put(SPACES, json=BODY, headers={**keyed(admin, "k-if"), "If-Match": '"7"'})
+    await assert_envelope(resp, 409, "IDEMPOTENCY_KEY_REUSED")
+    same = await client.put(SPACES, json=BODY, headers=keyed(admin, "k-if"))
+    assert same.status == 201 and same.headers["Idempotent-Replayed"] == "true"

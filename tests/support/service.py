@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping
 
@@ -11,16 +12,20 @@ from tests.support.cli import SPACESVC
 
 
 class Serve:
-    """`spacesvc serve --port PORT` with ``env``; collects stdout until it prints the docs URL."""
+    """`spacesvc serve --port PORT` with ``env``; collects stdout until it prints the docs URL.
+
+    Its log (stderr) goes to a file, which no amount of logging can fill up and block.
+    """
 
     def __init__(self, env: Mapping[str, str], port: int, *extra: str) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - kept until stop() reads it
         self.process = subprocess.Popen(
             [SPACESVC, "serve", "--port", str(port), *extra],
             env=dict(env),
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             text=True,
             stdin=subprocess.DEVNULL,
         )
@@ -45,16 +50,20 @@ class Serve:
         self.stdout.extend(lines)
         return lines
 
-    def kill(self) -> None:
-        """As a crash would: SIGKILL, nothing cleaned up."""
+    def kill(self) -> str:
+        """As a crash would: SIGKILL, nothing cleaned up by the service; returns its log."""
         self.process.kill()
         self.process.wait(timeout=30)
+        return self.stop()
 
     def stop(self) -> str:
-        """Stop it as an operator would (SIGTERM); keeps the rest of stdout, returns stderr."""
+        """Stop it as an operator would (SIGTERM); keeps the rest of stdout, returns its log."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        stdout, stderr = self.process.communicate(timeout=60)
+        stdout, _ = self.process.communicate(timeout=60)
         self.stdout.extend(stdout.splitlines())
-        self.stderr += stderr
+        if not self._log.closed:
+            self._log.seek(0)
+            self.stderr = self._log.read()
+            self._log.close()
         return self.stderr
