@@ -27,8 +27,9 @@ import psutil
 import requests
 
 from benchmarks import print_table
+from spacesvc.audit.model import Actor
 from spacesvc.migrate import migrate
-from spacesvc.tokens.model import SCOPES
+from spacesvc.tokens.model import ADMIN_SCOPES
 from spacesvc.tokens.queries import create_token
 from tests.support.postgres import LocalPostgres, free_port
 
@@ -37,11 +38,16 @@ wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
 """
 
 
+BENCHMARK = Actor("benchmark")
+
+
 async def prepare(url: str) -> str:
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)
-        token, _ = await create_token(conn, name="bench", role="admin", scopes=list(SCOPES))
+        token, _ = await create_token(
+            conn, name="bench", role="admin", scopes=list(ADMIN_SCOPES), actor=Actor("benchmark")
+        )
     finally:
         await conn.close()
     return token

@@ -26,9 +26,10 @@ from backends.db import DbSettings, EncryptionKey
 from backends.vault import VaultSettings
 from benchmarks import print_table
 from spacesvc.app import create_app
+from spacesvc.audit.model import Actor
 from spacesvc.migrate import migrate
 from spacesvc.settings import Settings
-from spacesvc.tokens.model import SCOPES
+from spacesvc.tokens.model import ADMIN_SCOPES
 from spacesvc.tokens.queries import create_token
 from tests.support.openbao import OpenBao
 from tests.support.postgres import LocalPostgres, free_port
@@ -36,11 +37,16 @@ from tests.support.postgres import LocalPostgres, free_port
 SPACES = "/api/settings/spaces"
 
 
+BENCHMARK = Actor("benchmark")
+
+
 async def measure(settings: Settings, requests: int) -> dict[str, float]:
     conn = await asyncpg.connect(settings.database_url)
     try:
         await conn.execute("DELETE FROM spaces_config; DELETE FROM secret_ciphertexts")
-        token, _ = await create_token(conn, name=f"bench-{time.time_ns()}", role="admin", scopes=list(SCOPES))
+        token, _ = await create_token(
+            conn, name=f"bench-{time.time_ns()}", role="admin", scopes=list(ADMIN_SCOPES), actor=Actor("benchmark")
+        )
     finally:
         await conn.close()
     runner = web.AppRunner(create_app(settings), access_log=None)

@@ -13,6 +13,8 @@ from aiohttp import web
 
 from backends import create_backend
 from spacesvc import __version__, postgres
+from spacesvc.audit.views import AuditView
+from spacesvc.environments.views import EnvironmentsView, EnvironmentView
 from spacesvc.health import healthz, readyz
 from spacesvc.http import idempotency
 from spacesvc.http.authentication import authentication_middleware
@@ -23,7 +25,10 @@ from spacesvc.http.request_context import request_context_middleware
 from spacesvc.s3 import S3Client
 from spacesvc.settings import Settings
 from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
+from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView
+from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
 from spacesvc.spaces.views import SpacesSettingsView
+from spacesvc.sweeper import sweeper_ctx
 from spacesvc.typedefs import RATE_LIMITS, S3, SECRET_BACKEND, SETTINGS
 
 log = logging.getLogger("spacesvc")
@@ -54,8 +59,19 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[RATE_LIMITS] = RateLimits.from_budgets(settings.rate_limit, settings.auth_failure_limit)
     app[S3] = S3Client()
-    app.cleanup_ctx.extend([postgres.pool_ctx, secret_backend_ctx, idempotency.cleanup_ctx])
-    for view in (SpacesSettingsView, SpacesTestView, SpacesBucketsView):
+    app.cleanup_ctx.extend([postgres.pool_ctx, secret_backend_ctx, idempotency.fingerprint_key_ctx, sweeper_ctx])
+    for view in (
+        SpacesSettingsView,
+        SpacesTestView,
+        SpacesBucketsView,
+        SpacesEnvironmentsView,
+        SpacesEnvironmentView,
+        EnvironmentsView,
+        EnvironmentView,
+        EnvironmentBucketsView,
+        CredentialsView,
+        AuditView,
+    ):
         app.router.add_view(view.URL_PATH, view)
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)

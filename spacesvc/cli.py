@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
+import orjson
 from aiohttp import web
 
 import backends
@@ -22,13 +23,17 @@ from backends import BackendUnavailable, create_backend
 from backends.db import DbSecretBackend, new_encryption_key
 from spacesvc import embedded, postgres
 from spacesvc.app import create_app
+from spacesvc.audit import queries as audit
+from spacesvc.audit.model import Action, Actor, Resource
+from spacesvc.audit.views import MAX_AUDIT_PAGE
+from spacesvc.environments import queries as environments
 from spacesvc.errors import ConfigError, DomainError
 from spacesvc.http.server import Runner
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
 from spacesvc.settings import Settings
 from spacesvc.spaces import queries
-from spacesvc.tokens.model import ROLES, SCOPES, TokenError, parse_duration
+from spacesvc.tokens.model import ADMIN_SCOPES, ROLES, SCOPES, TokenError, parse_duration
 from spacesvc.tokens.queries import count_tokens, create_token, list_tokens, revoke_token
 
 log = logging.getLogger("spacesvc")
@@ -56,9 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True, choices=ROLES)
     create.add_argument("--scope", action="append", default=[], choices=SCOPES, dest="scopes")
     create.add_argument("--expires-in", help="e.g. 90s, 15m, 12h, 30d")
+    create.add_argument(
+        "--environment", metavar="NAME_OR_ID", help="bind the token to an environment (needed by spaces:credentials)"
+    )
     tokens.add_parser("list", help="list tokens (never their values)")
     revoke = tokens.add_parser("revoke", help="revoke a token at once")
     revoke.add_argument("name_or_id")
+
+    envs = commands.add_parser("environments", help="manage environments").add_subparsers(dest="action", required=True)
+    env_create = envs.add_parser("create", help="create an environment; prints its id alone on the last line")
+    env_create.add_argument("name")
+    envs.add_parser("list", help="list environments")
+    env_delete = envs.add_parser("delete", help="delete an environment (revokes the tokens bound to it)")
+    env_delete.add_argument("name_or_id")
+
+    audit_cmd = commands.add_parser("audit", help="read the audit trail").add_subparsers(dest="action", required=True)
+    audit_list = audit_cmd.add_parser("list", help="the newest entries first")
+    audit_list.add_argument("--limit", type=int, default=100, help="how many entries (1-500, default 100)")
 
     secrets_cmd = commands.add_parser("secrets", help="manage the stored secret")
     secret_actions = secrets_cmd.add_subparsers(dest="action", required=True)
@@ -134,7 +153,9 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         if await count_tokens(conn) == 0:
             # a replica starting at the same moment may create (and print) it first
             with contextlib.suppress(TokenError):
-                first_token, _ = await create_token(conn, name="admin", role="admin", scopes=list(SCOPES))
+                first_token, _ = await create_token(
+                    conn, name="admin", role="admin", scopes=list(ADMIN_SCOPES), actor=Actor("spacesvc serve")
+                )
     runner = Runner(
         create_app(settings), access_log=None, handle_signals=False, keepalive_timeout=settings.keepalive_timeout
     )
@@ -170,14 +191,23 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:
 async def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> None:
     expires_in = parse_duration(args.expires_in) if args.expires_in else None
     if not args.scopes:
-        raise TokenError("give at least one --scope (settings:read, settings:write)")
+        raise TokenError(f"give at least one --scope ({', '.join(SCOPES)})")
     async with connection(settings) as conn:
+        environment = await environments.find(conn, args.environment) if args.environment else None
         token, info = await create_token(
-            conn, name=args.name, role=args.role, scopes=args.scopes, expires_in=expires_in
+            conn,
+            name=args.name,
+            role=args.role,
+            scopes=args.scopes,
+            expires_in=expires_in,
+            environment=environment,
+            actor=Actor.command_line(),
         )
     expiry = info.expires_at.isoformat() if info.expires_at else "never"
+    bound = f", environment {info.environment}" if info.environment else ""
     print(
-        f"created token {info.name} (id {info.id}, role {info.role}, scopes {' '.join(info.scopes)}, expires {expiry})"
+        f"created token {info.name} (id {info.id}, role {info.role}, scopes {' '.join(info.scopes)}{bound}, "
+        f"expires {expiry})"
     )
     print("The token is shown only once:")
     print(token)
@@ -186,16 +216,17 @@ async def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> Non
 async def cmd_tokens_list(settings: Settings, args: argparse.Namespace) -> None:
     async with connection(settings) as conn:
         tokens = await list_tokens(conn)
-    print(f"{'ID':36}  {'NAME':20}  {'ROLE':8}  {'SCOPES':30}  {'EXPIRES':25}  STATUS")
+    print(f"{'ID':36}  {'NAME':20}  {'ROLE':8}  {'SCOPES':50}  {'ENVIRONMENT':20}  {'EXPIRES':25}  STATUS")
     for t in tokens:
         status = "revoked" if t.revoked_at else "live"
         expires = t.expires_at.isoformat(timespec="seconds") if t.expires_at else "never"
-        print(f"{t.id:36}  {t.name:20}  {t.role:8}  {' '.join(t.scopes):30}  {expires:25}  {status}")
+        scopes, environment = " ".join(t.scopes), t.environment or "-"
+        print(f"{t.id:36}  {t.name:20}  {t.role:8}  {scopes:50}  {environment:20}  {expires:25}  {status}")
 
 
 async def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> None:
     async with connection(settings) as conn:
-        info = await revoke_token(conn, args.name_or_id)
+        info = await revoke_token(conn, args.name_or_id, Actor.command_line())
     print(f"revoked token {info.name} (id {info.id})")
 
 
@@ -203,8 +234,13 @@ async def cmd_secrets_reencrypt(settings: Settings, args: argparse.Namespace) ->
     backend = create_backend(settings.secrets)
     if not isinstance(backend, DbSecretBackend):
         raise CommandError("SPACESVC_SECRET_BACKEND: reencrypt applies to the db backend only")
-    async with connection(settings) as conn:
+    async with connection(settings) as conn, conn.transaction():
         changed = await backend.reencrypt(conn)
+        if changed:
+            config = await queries.get_config(conn)
+            details = {"keyId": backend.primary_key_id, "secrets": changed}
+            owner = config.id if config else None
+            await audit.record(conn, Action.REENCRYPTED, Resource.SECRET, owner, Actor.command_line(), details)
     print(f"re-encrypted {changed} secret(s) under key {backend.primary_key_id!r}")
 
 
@@ -215,7 +251,7 @@ async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> N
     source, target = create_backend(settings.secrets), create_backend(target_secrets)
     try:
         async with connection(settings) as conn:
-            moved = await queries.move_secret(conn, source, target, actor="spacesvc secrets migrate")
+            moved = await queries.move_secret(conn, source, target, actor=Actor.command_line())
     except queries.SecretMoveError as error:
         raise CommandError(str(error)) from None
     finally:
@@ -256,6 +292,40 @@ async def cmd_secrets_verify(settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
+async def cmd_environments_create(settings: Settings, args: argparse.Namespace) -> None:
+    async with connection(settings) as conn:
+        environment = await environments.create(conn, args.name, Actor.command_line())
+    print(f"created environment {environment.name}; its id:")
+    print(environment.id)
+
+
+async def cmd_environments_list(settings: Settings, args: argparse.Namespace) -> None:
+    async with connection(settings) as conn:
+        listed = await environments.list_environments(conn)
+    print(f"{'ID':36}  {'NAME':30}  CREATED")
+    for environment in listed:
+        print(f"{environment.id:36}  {environment.name:30}  {environment.created_at.isoformat(timespec='seconds')}")
+
+
+async def cmd_environments_delete(settings: Settings, args: argparse.Namespace) -> None:
+    async with connection(settings) as conn:
+        environment = await environments.find(conn, args.name_or_id)
+        await environments.delete(conn, environment, Actor.command_line())
+    print(f"deleted environment {environment.name} (id {environment.id}) and revoked the tokens bound to it")
+
+
+async def cmd_audit_list(settings: Settings, args: argparse.Namespace) -> None:
+    if not 1 <= args.limit <= MAX_AUDIT_PAGE:
+        raise CommandError(f"--limit {args.limit}: give a number from 1 to {MAX_AUDIT_PAGE}")
+    async with connection(settings) as conn:
+        listed = await audit.entries(conn, limit=args.limit)
+    for entry in listed:
+        details = orjson.dumps(entry.details).decode()
+        at = entry.at.isoformat(timespec="seconds")
+        what = f"{entry.resource_type}.{entry.action}"
+        print(f"{entry.id:>8}  {at}  {what:26}  {entry.resource_id or '-':36}  {entry.actor:20}  {details}")
+
+
 COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int | None]]] = {
     ("migrate", None): cmd_migrate,
     ("tokens", "create"): cmd_tokens_create,
@@ -264,4 +334,8 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("secrets", "reencrypt"): cmd_secrets_reencrypt,
     ("secrets", "migrate"): cmd_secrets_migrate,
     ("secrets", "verify"): cmd_secrets_verify,
+    ("environments", "create"): cmd_environments_create,
+    ("environments", "list"): cmd_environments_list,
+    ("environments", "delete"): cmd_environments_delete,
+    ("audit", "list"): cmd_audit_list,
 }

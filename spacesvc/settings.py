@@ -61,6 +61,8 @@ class Settings:
     # A running Idempotency-Key request renews its claim for this long (every third of it); a claim
     # not renewed in time was left by a process that died, and a retry takes it over.
     idempotency_lease_seconds: float = 10.0
+    # Audit entries older than this are swept (SPACESVC_AUDIT_RETENTION).
+    audit_retention_seconds: float = 365 * 86400.0
     # An idle keep-alive connection is closed after this long.
     keepalive_timeout: float = 75.0
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
@@ -88,6 +90,7 @@ class Settings:
         if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ConfigError("SPACESVC_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
         keepalive_timeout = parse_seconds(env, "SPACESVC_KEEPALIVE_TIMEOUT", default=cls.keepalive_timeout)
+        audit_retention = parse_seconds(env, "SPACESVC_AUDIT_RETENTION", default=cls.audit_retention_seconds)
         return cls(
             database_url=database_url,
             data_dir=Path(_get(env, "SPACESVC_DATA_DIR") or cls.data_dir),
@@ -96,6 +99,7 @@ class Settings:
             rate_limit=rate_limit,
             auth_failure_limit=auth_failure_limit,
             keepalive_timeout=keepalive_timeout,
+            audit_retention_seconds=audit_retention,
         )
 
 

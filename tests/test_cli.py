@@ -97,6 +97,8 @@ async def test_secrets_reencrypt_moves_the_secret_to_the_first_key(env: dict, co
     assert result.returncode == 0, result.stderr
     assert await conn.fetchval("SELECT key_id FROM secret_ciphertexts") == "k2"
     assert await DbSecretBackend(DbSettings((new_key,))).read(conn, OWNER) == SECRET
+    entry = await conn.fetchrow("SELECT action, resource_type, details::text FROM audit_log")
+    assert (entry["action"], entry["resource_type"]) == ("reencrypted", "secret") and '"k2"' in entry["details"]
 
 
 def test_secrets_genkey_prints_a_usable_key() -> None:
@@ -192,3 +194,50 @@ async def test_secrets_verify_says_whether_the_stored_secret_is_readable_and_nev
     assert elsewhere.returncode == 1 and "in the db backend" in elsewhere.stdout
     for result in (readable, wrong, lost, elsewhere):
         assert_hidden(result.stdout + result.stderr, SECRET, where="the verify output")
+
+
+async def test_environments_are_managed_from_the_command_line_and_bind_tokens(
+    env: dict, conn: asyncpg.Connection
+) -> None:
+    created = run("environments", "create", "production", env=env)
+    assert created.returncode == 0, created.stderr
+    environment_id = created.stdout.splitlines()[-1]
+    assert await conn.fetchval("SELECT name FROM environments WHERE id::text = $1", environment_id) == "production"
+    assert run("environments", "create", "production", env=env).returncode == 2
+    bad = run("environments", "create", "Not_Valid", env=env)
+    assert bad.returncode == 2 and "a-z, 0-9" in bad.stderr and "Traceback" not in bad.stderr
+    assert "production" in run("environments", "list", env=env).stdout
+
+    unbound = run("tokens", "create", "--name", "w", "--role", "viewer", "--scope", "spaces:credentials", env=env)
+    assert unbound.returncode == 2 and "--environment" in unbound.stderr
+    bound = run(
+        "tokens",
+        "create",
+        "--name",
+        "backup-prod",
+        "--role",
+        "viewer",
+        "--scope",
+        "spaces:credentials",
+        "--environment",
+        "production",
+        env=env,
+    )
+    assert bound.returncode == 0, bound.stderr
+    assert "environment production" in bound.stdout
+    assert (
+        await conn.fetchval("SELECT environment_id::text FROM api_tokens WHERE name = 'backup-prod'") == environment_id
+    )
+
+    deleted = run("environments", "delete", "production", env=env)
+    assert deleted.returncode == 0 and "revoked" in deleted.stdout
+    assert await conn.fetchval("SELECT revoked_at IS NOT NULL FROM api_tokens WHERE name = 'backup-prod'")
+    assert run("environments", "delete", "production", env=env).returncode == 2
+    actions = await conn.fetch("SELECT resource_type, action, actor FROM audit_log ORDER BY id")
+    assert [(row["resource_type"], row["action"]) for row in actions] == [
+        ("environment", "created"),
+        ("token", "created"),
+        ("token", "revoked"),
+        ("environment", "deleted"),
+    ]
+    assert all(row["actor"].startswith("cli:") for row in actions)

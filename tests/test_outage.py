@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from backends.db import DbSettings
+from spacesvc.audit.model import Actor
 from spacesvc.migrate import migrate
 from spacesvc.settings import Settings
 from spacesvc.tokens.queries import create_token
@@ -39,7 +40,9 @@ async def outage_app(cluster: LocalPostgres, make_client: MakeClient) -> AsyncIt
     conn = await asyncpg.connect(cluster.url)
     try:
         await migrate(conn)
-        token, _ = await create_token(conn, name="admin", role="admin", scopes=["settings:read", "settings:write"])
+        token, _ = await create_token(
+            conn, name="admin", role="admin", scopes=["settings:read", "settings:write"], actor=Actor("tests")
+        )
     finally:
         await conn.close()
     settings = Settings(

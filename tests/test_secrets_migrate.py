@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
 import hvac
 import pytest
@@ -63,6 +65,13 @@ async def test_the_secret_moves_from_db_to_vault_and_back(
     assert await DbSecretBackend(DbSettings((TEST_KEY,))).read(conn, SecretLocation(config_id)) == SECRET
     with pytest.raises(hvac.exceptions.InvalidPath):
         openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")
+    moves = await conn.fetch(
+        "SELECT details FROM audit_log WHERE resource_type = 'secret' AND action = 'moved' ORDER BY id"
+    )
+    assert [json.loads(row["details"]) for row in moves] == [
+        {"from": "db", "to": "vault"},
+        {"from": "vault", "to": "db"},
+    ]
 
 
 async def test_an_unreachable_target_keeps_the_source_untouched(

@@ -8,14 +8,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from spacesvc import postgres
+from spacesvc.audit.model import Actor
 from spacesvc.http.errors import ApiError, ErrorCode
 from spacesvc.http.types import Handler
 from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken, Principal
 from spacesvc.tokens.queries import authenticate
-from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS
+from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS, REQUEST_ID
 
-# Routes under this prefix need a bearer token; health probes and the docs do not.
-PROTECTED_PREFIX = "/api/settings"
+# Routes under /api need a bearer token; the docs (and the health probes, outside /api) do not.
+PROTECTED_PREFIX = "/api/"
+PUBLIC_PREFIX = "/api/docs"
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -35,7 +37,12 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
     valid token from the same address is still served: a shared proxy's address cannot be used
     to lock everyone behind it out.
     """
-    if not request.path.startswith(PROTECTED_PREFIX) or request.match_info.http_exception is not None:
+    path = request.path
+    if (
+        not path.startswith(PROTECTED_PREFIX)
+        or path.startswith(PUBLIC_PREFIX)
+        or request.match_info.http_exception is not None
+    ):
         return await handler(request)
     try:
         request[PRINCIPAL] = await _authenticate(request)
@@ -64,3 +71,8 @@ async def _authenticate(request: web.Request) -> Principal:
             return await authenticate(conn, token)
         except InvalidToken:
             raise _unauthorized("The bearer token is unknown, expired or revoked.") from None
+
+
+def request_actor(request: web.Request) -> Actor:
+    """Who makes the changes of an authenticated request, for the audit trail."""
+    return Actor(request[PRINCIPAL].name, request[REQUEST_ID])

@@ -31,11 +31,15 @@ def authorize(principal: Principal, roles: frozenset[str], scope: str) -> None:
             hint="Use a token with the required role.",
         )
     if scope not in principal.scopes:
-        raise ApiError(
-            ErrorCode.FORBIDDEN_SCOPE,
-            f"The token lacks the scope '{scope}'.",
-            hint=f"Create a token with --scope {scope}.",
-        )
+        raise forbidden_scope(scope)
+
+
+def forbidden_scope(scope: str, message: str | None = None, *, hint: str | None = None) -> ApiError:
+    return ApiError(
+        ErrorCode.FORBIDDEN_SCOPE,
+        message or f"The token lacks the scope '{scope}'.",
+        hint=hint or f"Create a token with --scope {scope}.",
+    )
 
 
 def requires(*, roles: frozenset[str], scope: str) -> Callable[[Method[ViewT]], Method[ViewT]]:

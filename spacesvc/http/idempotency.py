@@ -40,7 +40,6 @@ RETENTION = timedelta(hours=24)
 REPLAYED_HEADERS = ("Content-Type", "ETag")
 # A retry of the same request carries the same conditions; other conditions make another request.
 FINGERPRINTED_HEADERS = ("If-Match", "If-None-Match")
-CLEANUP_INTERVAL_SECONDS = 600.0
 
 SELECT_FINGERPRINT_KEY = "SELECT key FROM service_keys WHERE name = 'idempotency-fingerprint'"
 INSERT_FINGERPRINT_KEY = """
@@ -197,25 +196,10 @@ async def _finish(app: web.Application, token_id: str, key: str, response: web.S
         log.warning("could not record the outcome of an Idempotency-Key request")
 
 
-async def cleanup_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Delete records past their 24 h retention, every few minutes."""
+async def fingerprint_key_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The service's fingerprint key, read from PostgreSQL on first use and kept for the app's life."""
     app[FINGERPRINT_KEY] = FingerprintKey()
-
-    async def sweep() -> None:
-        while True:
-            await asyncio.sleep(CLEANUP_INTERVAL_SECONDS)
-            try:
-                async with postgres.acquire(app) as conn:
-                    await delete_expired(conn)
-            except Unavailable:
-                log.warning("idempotency cleanup skipped: the database is unavailable")
-
-    task = asyncio.create_task(sweep(), name="idempotency-cleanup")
-    try:
-        yield
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+    yield
 
 
 async def delete_expired(conn: asyncpg.Connection) -> int:

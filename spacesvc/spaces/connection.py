@@ -4,6 +4,7 @@ proposed) configuration tried against its S3-compatible endpoint."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp_apispec import docs
@@ -18,10 +19,9 @@ from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.s3 import Target, endpoint_url, is_scoped_key, reason
 from spacesvc.spaces import queries
-from spacesvc.spaces.model import SpacesFields
+from spacesvc.spaces.model import SpacesFields, not_configured
 from spacesvc.spaces.schemas import BucketListSchema, ConnectionTestSchema, SpacesConfigInput
 from spacesvc.spaces.validation import parse_put
-from spacesvc.spaces.views import not_configured
 from spacesvc.typedefs import PRINCIPAL, S3, SECRET_BACKEND
 
 
@@ -48,8 +48,7 @@ async def _load_saved(
         config = await queries.get_config(conn)
         if config is None:
             raise not_configured()
-        readable = secret_needed(config.fields) and config.secret_backend == backend.name
-        secret = await backend.read(conn, config.secret_location) if readable else None
+        secret = await queries.stored_secret(conn, backend, config) if secret_needed(config.fields) else None
     return config.fields, secret
 
 
@@ -120,29 +119,33 @@ class SpacesBucketsView(web.View):
     )
     @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
-        # the secret is read only when the buckets must be discovered
-        saved_fields, secret = await _load_saved(self.request, secret_needed=lambda fields: not fields.buckets)
-        if saved_fields.buckets:
-            return json_response({"buckets": list(saved_fields.buckets), "source": "configured"})
-        if secret is None:
-            raise _no_secret()
-        target = target_for(saved_fields, secret)
-        try:
-            found = await self.request.app[S3].list_buckets(target)
-        except ClientError as error:
-            if is_scoped_key(error):
-                return json_response(
-                    {
-                        "buckets": [],
-                        "source": "discovered",
-                        "scopedKey": True,
-                        "hint": "The key may not list buckets; add the bucket names to the configuration.",
-                    }
-                )
-            raise _storage_unavailable(target, error) from None
-        except (TimeoutError, BotoCoreError) as error:
-            raise _storage_unavailable(target, error) from None
-        return json_response({"buckets": found, "source": "discovered"})
+        return json_response(await bucket_list(self.request))
+
+
+async def bucket_list(request: web.Request) -> dict[str, Any]:
+    """The configured buckets, or (none configured) those the key can list: the body of GET
+    /api/settings/spaces/buckets and of an environment's buckets."""
+    # the secret is read only when the buckets must be discovered
+    saved_fields, secret = await _load_saved(request, secret_needed=lambda fields: not fields.buckets)
+    if saved_fields.buckets:
+        return {"buckets": list(saved_fields.buckets), "source": "configured"}
+    if secret is None:
+        raise _no_secret()
+    target = target_for(saved_fields, secret)
+    try:
+        found = await request.app[S3].list_buckets(target)
+    except ClientError as error:
+        if is_scoped_key(error):
+            return {
+                "buckets": [],
+                "source": "discovered",
+                "scopedKey": True,
+                "hint": "The key may not list buckets; add the bucket names to the configuration.",
+            }
+        raise _storage_unavailable(target, error) from None
+    except (TimeoutError, BotoCoreError) as error:
+        raise _storage_unavailable(target, error) from None
+    return {"buckets": found, "source": "discovered"}
 
 
 def _storage_unavailable(target: Target, error: BaseException) -> Unavailable:

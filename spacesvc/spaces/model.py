@@ -9,9 +9,13 @@ from datetime import datetime
 from typing import Any
 
 from backends import SecretLocation
-from spacesvc.errors import PreconditionFailed
+from spacesvc.errors import NotFound, PreconditionFailed
 
 DEFAULT_REGION = "fra1"
+
+
+def not_configured() -> NotFound:
+    return NotFound("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")
 
 
 def default_endpoint(region: str) -> str:
@@ -64,6 +68,15 @@ class SpacesPatch:
 
 
 @dataclass(frozen=True)
+class Enablement:
+    """The configuration enabled (or not) for one environment: BRIDGEPORT's SpacesEnvironment."""
+
+    id: str
+    environment_id: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class SpacesConfig:
     """The stored configuration: its fields, where its secret is, and its bookkeeping."""
 
@@ -76,6 +89,7 @@ class SpacesConfig:
     created_at: datetime
     updated_at: datetime
     updated_by: str
+    enabled_environments: tuple[Enablement, ...] = ()
 
     @property
     def secret_location(self) -> SecretLocation:
@@ -111,3 +125,4 @@ class WriteOutcome:
     config: SpacesConfig
     created: bool
     changed: bool
+    secret_changed: bool = False

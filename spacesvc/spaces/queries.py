@@ -11,11 +11,15 @@ import hmac
 from collections.abc import Callable
 
 import asyncpg
+import orjson
 
 from backends import SecretBackend, SecretLocation, SecretUnreadable
-from spacesvc.errors import InvalidInput
+from spacesvc.audit import queries as audit
+from spacesvc.audit.model import Action, Actor, Resource
+from spacesvc.errors import InvalidInput, Unavailable
 from spacesvc.spaces.model import (
     UNCONDITIONAL,
+    Enablement,
     Preconditions,
     SpacesConfig,
     SpacesFields,
@@ -28,7 +32,10 @@ WRITE_LOCK_ID = 0x5BACE5_0002
 LOCK_FOR_WRITE = "SELECT pg_advisory_xact_lock($1)"
 # The columns every query that returns a configuration reads (see _config).
 CONFIG_COLUMNS = """id::text AS id, access_key, region, endpoint, buckets, secret_backend, secret_stored,
-    secret_version, version, created_at, updated_at, updated_by"""
+    secret_version, version, created_at, updated_at, updated_by,
+    (SELECT coalesce(json_agg(json_build_object('id', se.id, 'environmentId', se.environment_id,
+                                                'enabled', se.enabled) ORDER BY se.id), '[]')
+     FROM spaces_environments se WHERE se.config_id = spaces_config.id)::text AS enabled_environments"""
 SELECT_CONFIG = f"SELECT {CONFIG_COLUMNS} FROM spaces_config"
 INSERT_CONFIG = """
 INSERT INTO spaces_config (access_key, region, endpoint, buckets, secret_backend, updated_by)
@@ -65,6 +72,10 @@ def _config(row: asyncpg.Record) -> SpacesConfig:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         updated_by=row["updated_by"],
+        enabled_environments=tuple(
+            Enablement(item["id"], item["environmentId"], item["enabled"])
+            for item in orjson.loads(row["enabled_environments"])
+        ),
     )
 
 
@@ -84,10 +95,12 @@ async def write_config(
     backend: SecretBackend,
     build: Callable[[SpacesConfig | None], SpacesInput],
     *,
-    actor: str,
+    actor: Actor,
+    action: Action,
     preconditions: Preconditions = UNCONDITIONAL,
 ) -> WriteOutcome:
-    """Create or change the configuration atomically.
+    """Create or change the configuration atomically, with its audit entry (``action`` names a
+    change: REPLACED or PATCHED; a first write is CREATED).
 
     ``build`` runs under the write lock with the current configuration (None if there is
     none) and returns what to store; it may raise, which rolls everything back.
@@ -97,8 +110,32 @@ async def write_config(
         preconditions.check(current)
         desired = build(current)
         if current is None:
-            return await _create(conn, backend, desired, actor)
-        return await _update(conn, backend, current, desired, actor)
+            outcome = await _create(conn, backend, desired, actor.name)
+            changed = [*FIELD_NAMES, *(["secretKey"] if desired.secret is not None else [])]
+            await audit.record(
+                conn, Action.CREATED, Resource.SPACES_CONFIG, outcome.config.id, actor, {"fields": changed}
+            )
+            return outcome
+        outcome = await _update(conn, backend, current, desired, actor.name)
+        if outcome.changed:
+            changed = _changed_fields(current, outcome.config, secret_changed=outcome.secret_changed)
+            await audit.record(conn, action, Resource.SPACES_CONFIG, current.id, actor, {"fields": changed})
+        return outcome
+
+
+# The API's names of the stored fields, in the order the API shows them.
+FIELD_NAMES = ("accessKey", "region", "endpoint", "buckets")
+
+
+def _changed_fields(before: SpacesConfig, after: SpacesConfig, *, secret_changed: bool) -> list[str]:
+    """The API names of what a write changed; the secret only as changed, never its value."""
+    pairs = zip(
+        FIELD_NAMES,
+        (before.fields.access_key, before.fields.region, before.fields.effective_endpoint, before.fields.buckets),
+        (after.fields.access_key, after.fields.region, after.fields.effective_endpoint, after.fields.buckets),
+        strict=True,
+    )
+    return [name for name, old, new in pairs if old != new] + (["secretKey"] if secret_changed else [])
 
 
 async def _create(conn: asyncpg.Connection, backend: SecretBackend, desired: SpacesInput, actor: str) -> WriteOutcome:
@@ -138,7 +175,21 @@ async def _update(
     config = await _store(
         conn, holder, desired.fields, secret_stored, secret_version, version=current.version + 1, actor=actor
     )
-    return WriteOutcome(config, created=False, changed=True)
+    return WriteOutcome(config, created=False, changed=True, secret_changed=secret_changed)
+
+
+async def stored_secret(conn: asyncpg.Connection, backend: SecretBackend, config: SpacesConfig) -> str | None:
+    """The secret of ``config`` (None when none is stored), read from ``backend``; a secret the
+    row says another backend holds is Unavailable, naming both (run ``secrets migrate``)."""
+    if config.secret_backend != backend.name:
+        raise Unavailable(
+            "secret_backend",
+            f"The stored secretKey is in the {config.secret_backend} backend, but the service uses the "
+            f"{backend.name} backend.",
+            hint=f"Run `spacesvc secrets migrate --to {backend.name}` with "
+            f"SPACESVC_SECRET_BACKEND={config.secret_backend}, or switch the service back.",
+        )
+    return await backend.read(conn, config.secret_location)
 
 
 async def _stored_secret(conn: asyncpg.Connection, backend: SecretBackend, current: SpacesConfig) -> str | None:
@@ -178,9 +229,14 @@ async def _store(
 
 
 async def delete_config(
-    conn: asyncpg.Connection, backend: SecretBackend, preconditions: Preconditions = UNCONDITIONAL
+    conn: asyncpg.Connection,
+    backend: SecretBackend,
+    *,
+    actor: Actor,
+    preconditions: Preconditions = UNCONDITIONAL,
 ) -> SpacesConfig | None:
-    """Remove the row and its secret together; returns what was removed (None: nothing was)."""
+    """Remove the row, its enablement and its secret together; returns what was removed (None:
+    nothing was)."""
     async with conn.transaction():
         current = await _lock_for_write(conn)
         if current is None:
@@ -188,12 +244,15 @@ async def delete_config(
         preconditions.check(current)
         await conn.execute(DELETE_CONFIG)
         await backend.delete(conn, current.secret_location)
+        await audit.record(
+            conn, Action.DELETED, Resource.SPACES_CONFIG, current.id, actor, {"version": current.version}
+        )
     await backend.purge(current.secret_location)
     return current
 
 
 async def move_secret(
-    conn: asyncpg.Connection, source: SecretBackend, target: SecretBackend, *, actor: str
+    conn: asyncpg.Connection, source: SecretBackend, target: SecretBackend, *, actor: Actor
 ) -> SpacesConfig:
     """Copy the secret from ``source`` to ``target``, confirm it reads back, then point the row
     at the target and remove the source copy; any failure before that keeps the source as it was."""
@@ -214,7 +273,9 @@ async def move_secret(
         version = await target.write(conn, SecretLocation(current.id), secret)
         if await target.read(conn, SecretLocation(current.id, version)) != secret:
             raise SecretMoveError(f"the {target.name} backend did not return the secret it was given; nothing moved")
-        moved = _config(await conn.fetchrow(MOVE_SECRET, target.name, version, actor))
+        moved = _config(await conn.fetchrow(MOVE_SECRET, target.name, version, actor.name))
         await source.delete(conn, current.secret_location)
+        details = {"from": source.name, "to": target.name}
+        await audit.record(conn, Action.MOVED, Resource.SECRET, current.id, actor, details)
     await source.purge(current.secret_location)
     return moved

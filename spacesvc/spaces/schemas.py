@@ -30,7 +30,16 @@ REGION_DOCUMENTED = (
 BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
-READONLY_FIELDS = ("id", "hasSecretKey", "secretBackend", "version", "createdAt", "updatedAt", "updatedBy")
+READONLY_FIELDS = (
+    "id",
+    "hasSecretKey",
+    "secretBackend",
+    "version",
+    "createdAt",
+    "updatedAt",
+    "updatedBy",
+    "enabledEnvironments",
+)
 
 
 def bucket_name_problem(name: str) -> str | None:
@@ -199,6 +208,12 @@ class SpacesConfigPatchInput(SpacesConfigInput):
     )
 
 
+class EnablementSchema(Schema):
+    id = fields.String(required=True)
+    environmentId = fields.String(required=True)
+    enabled = fields.Boolean(required=True)
+
+
 class SpacesConfigSchema(Schema):
     id = fields.String(required=True, metadata={"readOnly": True})
     accessKey = fields.String(required=True)
@@ -211,6 +226,11 @@ class SpacesConfigSchema(Schema):
     createdAt = fields.String(required=True, metadata={"readOnly": True, "format": "date-time"})
     updatedAt = fields.String(required=True, metadata={"readOnly": True, "format": "date-time"})
     updatedBy = fields.String(required=True, metadata={"readOnly": True})
+    enabledEnvironments = fields.List(
+        fields.Nested(EnablementSchema),
+        required=True,
+        metadata={"readOnly": True, "description": "BRIDGEPORT's enablement per environment"},
+    )
 
 
 class SpacesStatusSchema(Schema):

@@ -18,6 +18,7 @@ READONLY_HINTS = {
     "createdAt": "Timestamps are assigned by the server.",
     "updatedAt": "Timestamps are assigned by the server.",
     "updatedBy": "updatedBy is the name of the token that made the change.",
+    "enabledEnvironments": "Enable an environment with PUT /api/settings/spaces/environments/{environmentId}.",
 }
 
 _PUT_SCHEMA = SpacesConfigInput()

@@ -12,15 +12,18 @@ from aiohttp_apispec import docs
 
 from backends import SecretBackend
 from spacesvc import postgres
-from spacesvc.errors import NotFound
+from spacesvc.audit.model import Action
+from spacesvc.http import conditional
+from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
+from spacesvc.http.conditional import not_modified, not_modified_response
 from spacesvc.http.errors import readonly_field, validation_error
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
 from spacesvc.spaces import queries
-from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput
+from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput, not_configured
 from spacesvc.spaces.schemas import (
     SpacesConfigEnvelopeSchema,
     SpacesConfigInput,
@@ -28,7 +31,7 @@ from spacesvc.spaces.schemas import (
     SpacesStatusSchema,
 )
 from spacesvc.spaces.validation import parse_patch, parse_put
-from spacesvc.typedefs import PRINCIPAL, SECRET_BACKEND
+from spacesvc.typedefs import SECRET_BACKEND
 
 ETAG_VALUE = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 IF_MATCH_PARAM = {
@@ -37,6 +40,13 @@ IF_MATCH_PARAM = {
     "required": False,
     "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
     "description": 'Make the write conditional on the current version: "<version>" (the ETag).',
+}
+IF_NONE_MATCH_PARAM = {
+    "in": "header",
+    "name": "If-None-Match",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": 'The ETag the client has ("<version>"): 304 while it is current.',
 }
 IF_NONE_MATCH_PARAM = {
     "in": "header",
@@ -55,10 +65,6 @@ AFTER_A_WRITE = {
 }
 
 
-def not_configured() -> NotFound:
-    return NotFound("The Spaces configuration is not set.", hint="Create it first with PUT /api/settings/spaces.")
-
-
 def present(config: SpacesConfig, backend: SecretBackend) -> dict[str, Any]:
     """The configuration as clients see it: BRIDGEPORT's fields plus the read-only extras, no secret."""
     fields = config.fields
@@ -74,6 +80,10 @@ def present(config: SpacesConfig, backend: SecretBackend) -> dict[str, Any]:
         "createdAt": timestamp(config.created_at),
         "updatedAt": timestamp(config.updated_at),
         "updatedBy": config.updated_by,
+        "enabledEnvironments": [
+            {"id": item.id, "environmentId": item.environment_id, "enabled": item.enabled}
+            for item in config.enabled_environments
+        ],
     }
 
 
@@ -111,9 +121,11 @@ class SpacesSettingsView(web.View):
         tags=["settings"],
         summary="Get the global Spaces configuration",
         operationId="getSpacesConfig",
+        parameters=[conditional.IF_NONE_MATCH_PARAM],
         security=SECURITY,
         responses={
             200: ok(SpacesStatusSchema, "The configuration, or configured: false", etag=etag_header(always=False)),
+            304: {"description": "The version named in If-None-Match is current", "headers": etag_header(always=True)},
             **errors(401, 403, 429, 503),
         },
     )
@@ -123,6 +135,8 @@ class SpacesSettingsView(web.View):
             config = await queries.get_config(conn)
         if config is None:
             return json_response({"configured": False, "config": None})
+        if not_modified(self.request, config.version):
+            return not_modified_response(config.version)
         return json_response({"configured": True, "config": present(config, self.backend)}, headers=etag(config))
 
     @docs(
@@ -166,7 +180,8 @@ class SpacesSettingsView(web.View):
                 conn,
                 self.backend,
                 lambda current: wanted,
-                actor=self.request[PRINCIPAL].name,
+                actor=request_actor(self.request),
+                action=Action.REPLACED,
                 preconditions=conditions,
             )
         return self._config_response(outcome.config, status=201 if outcome.created else 200)
@@ -207,7 +222,12 @@ class SpacesSettingsView(web.View):
 
         async with self.connection() as conn:
             outcome = await queries.write_config(
-                conn, self.backend, build, actor=self.request[PRINCIPAL].name, preconditions=conditions
+                conn,
+                self.backend,
+                build,
+                actor=request_actor(self.request),
+                action=Action.PATCHED,
+                preconditions=conditions,
             )
         return self._config_response(outcome.config, status=200)
 
@@ -229,7 +249,9 @@ class SpacesSettingsView(web.View):
 
     async def _delete(self, conditions: Preconditions) -> web.Response:
         async with self.connection() as conn:
-            removed = await queries.delete_config(conn, self.backend, conditions)
+            removed = await queries.delete_config(
+                conn, self.backend, actor=request_actor(self.request), preconditions=conditions
+            )
         if removed is None:
             raise not_configured()
         return json_response({"success": True})

@@ -15,7 +15,11 @@ from datetime import datetime, timedelta
 TOKEN_PREFIX = "sps_"
 TOKEN_PATTERN = re.compile(r"^sps_[A-Za-z0-9_-]{43,}$")
 ROLES = ("admin", "operator", "viewer")
-SCOPES = ("settings:read", "settings:write")
+SCOPES = ("settings:read", "settings:write", "spaces:credentials")
+# The scope that lets a workload read the secret; a token with it is bound to one environment.
+CREDENTIALS_SCOPE = "spaces:credentials"
+# What the first admin token (made by `spacesvc serve` on an empty database) may do.
+ADMIN_SCOPES = ("settings:read", "settings:write")
 DURATION = re.compile(r"^(\d+)([smhd])$")
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -36,6 +40,8 @@ class Principal:
     name: str
     role: str
     scopes: frozenset[str]
+    # the environment a token for workloads is bound to (None: not bound)
+    environment_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,7 @@ class TokenInfo:
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
+    environment: str | None = None  # the bound environment's name
 
 
 def generate_token() -> str:

@@ -6,7 +6,11 @@ from datetime import timedelta
 
 import asyncpg
 
+from spacesvc.audit import queries as audit
+from spacesvc.audit.model import Action, Actor, Resource
+from spacesvc.environments.model import Environment
 from spacesvc.tokens.model import (
+    CREDENTIALS_SCOPE,
     ROLES,
     SCOPES,
     InvalidToken,
@@ -18,14 +22,15 @@ from spacesvc.tokens.model import (
 )
 
 SELECT_PRINCIPAL = """
-SELECT id, name, role, scopes, expires_at, revoked_at, expires_at <= now() AS expired
+SELECT id, name, role, scopes, environment_id::text AS environment_id, revoked_at, expires_at <= now() AS expired
 FROM api_tokens WHERE token_hash = $1
 """
 # The columns every query that describes a token reads (see _info); never the hash.
-TOKEN_COLUMNS = "id, name, role, scopes, created_at, expires_at, revoked_at"
+TOKEN_COLUMNS = """id, name, role, scopes, created_at, expires_at, revoked_at,
+    (SELECT e.name FROM environments e WHERE e.id = environment_id) AS environment"""
 INSERT_TOKEN = f"""
-INSERT INTO api_tokens (name, token_hash, role, scopes, expires_at)
-VALUES ($1, $2, $3, $4, now() + $5::interval)
+INSERT INTO api_tokens (name, token_hash, role, scopes, expires_at, environment_id)
+VALUES ($1, $2, $3, $4, now() + $5::interval, $6::uuid)
 RETURNING {TOKEN_COLUMNS}
 """
 SELECT_TOKENS = f"""
@@ -49,6 +54,7 @@ def _info(row: asyncpg.Record) -> TokenInfo:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         revoked_at=row["revoked_at"],
+        environment=row["environment"],
     )
 
 
@@ -58,7 +64,9 @@ async def create_token(
     name: str,
     role: str,
     scopes: list[str],
+    actor: Actor,
     expires_in: timedelta | None = None,
+    environment: Environment | None = None,
 ) -> tuple[str, TokenInfo]:
     """Create a token; returns the token itself (shown once) and its stored description."""
     if not name or len(name) > 100 or not name.isprintable():
@@ -68,23 +76,37 @@ async def create_token(
     unknown = sorted(set(scopes) - set(SCOPES))
     if unknown:
         raise TokenError(f"--scope {unknown[0]!r}: choose from {', '.join(SCOPES)}")
+    if CREDENTIALS_SCOPE in scopes and environment is None:
+        raise TokenError(
+            f"--scope {CREDENTIALS_SCOPE} needs --environment: such a token reads one environment's credentials"
+        )
     token = generate_token()
-    try:
-        row = await conn.fetchrow(INSERT_TOKEN, name, hash_token(token), role, sorted(set(scopes)), expires_in)
-    except asyncpg.UniqueViolationError:
-        raise TokenError(f"a live token named {name!r} exists already; revoke it or pick another name") from None
-    return token, _info(row)
+    bound = environment.id if environment else None
+    async with conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                INSERT_TOKEN, name, hash_token(token), role, sorted(set(scopes)), expires_in, bound
+            )
+        except asyncpg.UniqueViolationError:
+            raise TokenError(f"a live token named {name!r} exists already; revoke it or pick another name") from None
+        info = _info(row)
+        details = {"name": name, "role": role, "scopes": list(info.scopes), "environment": info.environment}
+        await audit.record(conn, Action.CREATED, Resource.TOKEN, info.id, actor, details)
+    return token, info
 
 
 async def list_tokens(conn: asyncpg.Connection) -> list[TokenInfo]:
     return [_info(row) for row in await conn.fetch(SELECT_TOKENS)]
 
 
-async def revoke_token(conn: asyncpg.Connection, name_or_id: str) -> TokenInfo:
-    row = await conn.fetchrow(REVOKE_TOKEN, name_or_id)
-    if row is None:
-        raise TokenError(f"no live token named or with id {name_or_id!r}")
-    return _info(row)
+async def revoke_token(conn: asyncpg.Connection, name_or_id: str, actor: Actor) -> TokenInfo:
+    async with conn.transaction():
+        row = await conn.fetchrow(REVOKE_TOKEN, name_or_id)
+        if row is None:
+            raise TokenError(f"no live token named or with id {name_or_id!r}")
+        info = _info(row)
+        await audit.record(conn, Action.REVOKED, Resource.TOKEN, info.id, actor, {"name": info.name})
+    return info
 
 
 async def count_tokens(conn: asyncpg.Connection) -> int:
@@ -95,4 +117,4 @@ async def authenticate(conn: asyncpg.Connection, token: str) -> Principal:
     row = await conn.fetchrow(SELECT_PRINCIPAL, hash_token(token))
     if row is None or row["revoked_at"] is not None or row["expired"]:
         raise InvalidToken()
-    return Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]))
+    return Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]), row["environment_id"])

@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from spacesvc.audit.model import Actor
 from spacesvc.tokens.model import hash_token
 from spacesvc.tokens.queries import revoke_token
 from tests.support.api import BODY, SPACES, Tokens, assert_envelope, auth
@@ -77,7 +78,7 @@ async def test_token_without_read_scope_may_not_read(client: TestClient, tokens:
 async def test_revocation_takes_effect_at_once(client: TestClient, tokens: Tokens, conn: asyncpg.Connection) -> None:
     token = await tokens.create("admin", name="to-revoke")
     assert (await client.get(SPACES, headers=auth(token))).status == 200
-    await revoke_token(conn, "to-revoke")
+    await revoke_token(conn, "to-revoke", Actor("tests"))
     await assert_envelope(await client.get(SPACES, headers=auth(token)), 401, "UNAUTHORIZED")
 
 

@@ -10,15 +10,26 @@ import asyncpg
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
+from spacesvc.audit.model import Actor
+from spacesvc.environments import queries as environments
 from spacesvc.http.errors import ErrorCode
 from spacesvc.settings import Settings
-from spacesvc.tokens.model import SCOPES, parse_duration
+from spacesvc.tokens.model import ADMIN_SCOPES, parse_duration
 from spacesvc.tokens.queries import create_token
 from tests.support.secrecy import SECRET
 
 SPACES = "/api/settings/spaces"
 TEST = "/api/settings/spaces/test"
 BUCKETS = "/api/settings/spaces/buckets"
+ENVIRONMENTS = "/api/environments"
+SPACES_ENVIRONMENTS = "/api/settings/spaces/environments"
+AUDIT = "/api/audit"
+
+
+def credentials_path(environment_id: str) -> str:
+    return f"{ENVIRONMENTS}/{environment_id}/spaces/credentials"
+
+
 BODY = {"accessKey": "DO00EXAMPLEKEY", "secretKey": SECRET, "region": "ams3", "buckets": ["backups", "media.assets"]}
 
 REQUEST_ID = re.compile(r"^req_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -69,10 +80,12 @@ class Tokens:
     async def create(
         self,
         role: str = "admin",
-        scopes: tuple[str, ...] = SCOPES,
+        scopes: tuple[str, ...] = ADMIN_SCOPES,
         name: str | None = None,
         expires_in: str | None = None,
+        environment: str | None = None,
     ) -> str:
+        """A token; ``environment`` (a name or id) binds it, as --environment does."""
         self._count += 1
         conn = await asyncpg.connect(self.database_url)
         try:
@@ -82,7 +95,21 @@ class Tokens:
                 role=role,
                 scopes=list(scopes),
                 expires_in=parse_duration(expires_in) if expires_in else None,
+                environment=await environments.find(conn, environment) if environment else None,
+                actor=Actor("tests"),
             )
         finally:
             await conn.close()
         return token
+
+
+async def create_environment(client: TestClient, admin: dict[str, str], name: str) -> str:
+    """Create an environment through the API; returns its id."""
+    resp = await client.post(ENVIRONMENTS, json={"name": name}, headers=admin)
+    assert resp.status == 201, await resp.text()
+    return str((await resp.json())["environment"]["id"])
+
+
+async def enable(client: TestClient, admin: dict[str, str], environment_id: str, enabled: bool = True) -> None:
+    resp = await client.put(f"{SPACES_ENVIRONMENTS}/{environment_id}", json={"enabled": enabled}, headers=admin)
+    assert resp.status == 200, await resp.text()

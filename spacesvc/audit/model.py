@@ -1,0 +1,62 @@
+"""Who acted, and what the trail records of it."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class Resource(StrEnum):
+    """What an entry is about (``resourceType``)."""
+
+    SPACES_CONFIG = "spaces_config"
+    ENVIRONMENT = "environment"
+    TOKEN = "token"
+    SECRET = "secret"
+    CREDENTIALS = "credentials"
+
+
+class Action(StrEnum):
+    """What happened (``action``)."""
+
+    CREATED = "created"
+    REPLACED = "replaced"
+    PATCHED = "patched"
+    DELETED = "deleted"
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    REVOKED = "revoked"
+    MOVED = "moved"
+    REENCRYPTED = "reencrypted"
+    DELIVERED = "delivered"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: a token's name (with the request's id), or the command line."""
+
+    name: str
+    request_id: str | None = None
+
+    @classmethod
+    def command_line(cls) -> Actor:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no name for this uid (a container's)
+            user = "unknown"
+        return cls(f"cli:{user}")
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    action: str
+    resource_type: str
+    resource_id: str | None
+    actor: str
+    request_id: str | None
+    details: dict[str, Any] = field(default_factory=dict)

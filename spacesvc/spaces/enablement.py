@@ -1,0 +1,93 @@
+"""BRIDGEPORT's enablement routes: ``/api/settings/spaces/environments`` lists every environment
+with whether the configuration is enabled for it; ``…/{environmentId}`` enables or disables it."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apispec import docs
+from marshmallow import RAISE, Schema, fields
+
+from spacesvc import postgres
+from spacesvc.environments import queries as environments
+from spacesvc.http.authentication import request_actor
+from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
+from spacesvc.http.errors import validation_error
+from spacesvc.http.idempotency import run_idempotently
+from spacesvc.http.jsonio import json_response, read_json_object
+from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
+
+
+class SpacesEnvironmentSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True)
+    spacesEnabled = fields.Boolean(required=True)
+
+
+class SpacesEnvironmentListSchema(Schema):
+    environments = fields.List(fields.Nested(SpacesEnvironmentSchema), required=True)
+
+
+class EnablementInput(Schema):
+    class Meta:
+        unknown = RAISE
+
+    enabled = fields.Boolean(required=True)
+
+
+class EnablementResultSchema(Schema):
+    success = fields.Boolean(required=True)
+    enabled = fields.Boolean(required=True)
+
+
+class SpacesEnvironmentsView(web.View):
+    URL_PATH = "/api/settings/spaces/environments"
+
+    @docs(
+        tags=["environments"],
+        summary="Every environment, with whether Spaces is enabled for it (all false when not configured)",
+        operationId="listSpacesEnvironments",
+        security=SECURITY,
+        responses={200: ok(SpacesEnvironmentListSchema, "The environments"), **errors(401, 403, 429, 503)},
+    )
+    @requires(roles=ANY_ROLE, scope=READ)
+    async def get(self) -> web.Response:
+        async with postgres.acquire(self.request.app) as conn:
+            listed = await environments.enablement(conn)
+        body = [{"id": item.id, "name": item.name, "spacesEnabled": item.spaces_enabled} for item in listed]
+        return json_response({"environments": body})
+
+
+class SpacesEnvironmentView(web.View):
+    URL_PATH = "/api/settings/spaces/environments/{environmentId}"
+
+    @docs(
+        tags=["environments"],
+        summary="Enable or disable Spaces for an environment (admin)",
+        operationId="setSpacesEnvironment",
+        security=SECURITY,
+        parameters=[
+            {"in": "path", "name": "environmentId", "required": True, "schema": {"type": "string"}},
+            IDEMPOTENCY_KEY_PARAM,
+        ],
+        requestBody=json_body(EnablementInput, "Whether the environment may use the configuration"),
+        responses={
+            200: ok(EnablementResultSchema, "Set", replayable=True),
+            **errors(400, 401, 403, 404, 408, 409, 413, 415, 429, 503),
+        },
+    )
+    @requires(roles=ADMIN, scope=WRITE)
+    async def put(self) -> web.StreamResponse:
+        return await run_idempotently(self.request, self._put)
+
+    async def _put(self) -> web.Response:
+        body = await read_json_object(self.request)
+        enabled = body.get("enabled")
+        unknown = sorted(set(body) - {"enabled"})
+        if unknown or not isinstance(enabled, bool):
+            field = unknown[0] if unknown else "enabled"
+            raise validation_error('The body must be {"enabled": true} or {"enabled": false}.', field=field)
+        async with postgres.acquire(self.request.app) as conn:
+            await environments.set_enabled(
+                conn, self.request.match_info["environmentId"], enabled, request_actor(self.request)
+            )
+        return json_response({"success": True, "enabled": enabled})

@@ -1,0 +1,127 @@
+"""GET /api/environments/{id}/spaces/credentials (SPEC §8): the one response with the secret, for a
+token bound to the environment, with every backend; never for anyone else."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient
+
+from backends.env import EnvSettings
+from spacesvc.settings import Settings
+from spacesvc.tokens.model import TokenError
+from tests.support.api import (
+    BODY,
+    SPACES,
+    MakeClient,
+    Tokens,
+    assert_envelope,
+    auth,
+    create_environment,
+    credentials_path,
+    enable,
+)
+from tests.support.secrecy import SECRET, assert_hidden
+
+ENV_SECRET = "env-backend-secret-" + SECRET
+
+
+@pytest.fixture(params=["db", "env", "vault"])
+async def any_client(
+    request: pytest.FixtureRequest, make_client: MakeClient, settings: Settings, vault_settings: Settings
+) -> tuple[TestClient, str]:
+    """A service on each backend, with the secret it will hold."""
+    if request.param == "db":
+        return await make_client(settings), SECRET
+    if request.param == "env":
+        return await make_client(settings.with_changes(secrets=EnvSettings(ENV_SECRET))), ENV_SECRET
+    return await make_client(vault_settings), SECRET
+
+
+def body_for(secret: str) -> dict:
+    return {k: v for k, v in BODY.items() if k != "secretKey" or secret == SECRET}
+
+
+async def test_a_bound_token_receives_the_stored_secret_with_every_backend(
+    any_client: tuple[TestClient, str], admin: dict, tokens: Tokens
+) -> None:
+    client, secret = any_client
+    assert (await client.put(SPACES, json=body_for(secret), headers=admin)).status == 201
+    prod = await create_environment(client, admin, "prod")
+    await enable(client, admin, prod)
+    workload = auth(await tokens.create("viewer", ("spaces:credentials",), environment="prod"))
+    resp = await client.get(credentials_path(prod), headers=workload)
+    assert resp.status == 200
+    body = await resp.json()
+    assert body == {
+        "accessKey": BODY["accessKey"],
+        "secretKey": body["secretKey"],
+        "region": BODY["region"],
+        "endpoint": f"{BODY['region']}.digitaloceanspaces.com",
+        "buckets": BODY["buckets"],
+        "version": 1,
+    }
+    assert body["secretKey"] == secret  # compared, never printed
+    assert resp.headers["Cache-Control"] == "no-store" and resp.headers["ETag"] == '"1"'
+    unchanged = await client.get(credentials_path(prod), headers={**workload, "If-None-Match": '"1"'})
+    assert unchanged.status == 304 and await unchanged.read() == b"" and unchanged.headers["ETag"] == '"1"'
+    await client.patch(SPACES, json={"buckets": ["archive"]}, headers=admin)
+    changed = await client.get(credentials_path(prod), headers={**workload, "If-None-Match": '"1"'})
+    assert changed.status == 200 and (await changed.json())["buckets"] == ["archive"]
+
+
+async def test_no_other_token_reads_the_secret_not_even_an_admin(
+    client: TestClient, admin: dict, viewer: dict, tokens: Tokens
+) -> None:
+    await client.put(SPACES, json=BODY, headers=admin)
+    prod = await create_environment(client, admin, "prod")
+    dev = await create_environment(client, admin, "dev")
+    await enable(client, admin, prod)
+    await enable(client, admin, dev)
+    elsewhere = auth(await tokens.create("viewer", ("spaces:credentials",), environment="dev"))
+    everything = auth(
+        await tokens.create("admin", ("settings:read", "settings:write", "spaces:credentials"), environment="dev")
+    )
+    for headers in (admin, viewer, elsewhere, everything):
+        resp = await client.get(credentials_path(prod), headers=headers)
+        body = await assert_envelope(resp, 403, "FORBIDDEN_SCOPE")
+        assert_hidden(await resp.text(), SECRET, where="a refusal")
+        assert "spaces:credentials" in body["message"]
+
+
+async def test_credentials_need_the_configuration_enabled_for_the_environment(
+    client: TestClient, admin: dict, tokens: Tokens
+) -> None:
+    prod = await create_environment(client, admin, "prod")
+    workload = auth(await tokens.create("viewer", ("spaces:credentials",), environment="prod"))
+    await assert_envelope(await client.get(credentials_path(prod), headers=workload), 404, "NOT_FOUND")
+    await client.put(SPACES, json=BODY, headers=admin)
+    body = await assert_envelope(await client.get(credentials_path(prod), headers=workload), 404, "NOT_FOUND")
+    assert "not enabled" in body["message"]
+    await enable(client, admin, prod)
+    assert (await client.get(credentials_path(prod), headers=workload)).status == 200
+    await enable(client, admin, prod, False)
+    await assert_envelope(await client.get(credentials_path(prod), headers=workload), 404, "NOT_FOUND")
+
+
+async def test_a_scope_for_credentials_needs_an_environment(tokens: Tokens) -> None:
+    with pytest.raises(TokenError, match="--environment"):
+        await tokens.create("viewer", ("spaces:credentials",))
+
+
+async def test_every_delivery_is_audited_without_the_secret(
+    client: TestClient, admin: dict, tokens: Tokens, conn: asyncpg.Connection
+) -> None:
+    await client.put(SPACES, json=BODY, headers=admin)
+    prod = await create_environment(client, admin, "prod")
+    await enable(client, admin, prod)
+    token = await tokens.create("viewer", ("spaces:credentials",), environment="prod", name="backup-prod")
+    for _ in range(2):
+        assert (await client.get(credentials_path(prod), headers=auth(token))).status == 200
+    await client.get(credentials_path(prod), headers={**auth(token), "If-None-Match": '"1"'})  # 304: nothing delivered
+    rows = await conn.fetch("SELECT * FROM audit_log WHERE resource_type = 'credentials' ORDER BY id")
+    assert len(rows) == 2
+    for row in rows:
+        assert (row["action"], row["resource_id"], row["actor"]) == ("delivered", prod, "backup-prod")
+        assert row["request_id"].startswith("req_")
+        assert_hidden(str(dict(row)), SECRET, token, where="an audit entry")
