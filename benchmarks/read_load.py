@@ -46,7 +46,7 @@ async def prepare(url: str) -> str:
     try:
         await migrate(conn)
         token, _ = await create_token(
-            conn, name="bench", role="admin", scopes=list(ADMIN_SCOPES), actor=Actor("benchmark")
+            conn, name="bench", role="admin", scopes=list(ADMIN_SCOPES), actor=BENCHMARK
         )
     finally:
         await conn.close()

@@ -45,7 +45,7 @@ async def measure(settings: Settings, requests: int) -> dict[str, float]:
     try:
         await conn.execute("DELETE FROM spaces_config; DELETE FROM secret_ciphertexts")
         token, _ = await create_token(
-            conn, name=f"bench-{time.time_ns()}", role="admin", scopes=list(ADMIN_SCOPES), actor=Actor("benchmark")
+            conn, name=f"bench-{time.time_ns()}", role="admin", scopes=list(ADMIN_SCOPES), actor=BENCHMARK
         )
     finally:
         await conn.close()
