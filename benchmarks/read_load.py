@@ -45,9 +45,7 @@ async def prepare(url: str) -> str:
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)
-        token, _ = await create_token(
-            conn, name="bench", role="admin", scopes=list(ADMIN_SCOPES), actor=BENCHMARK
-        )
+        token, _ = await create_token(conn, name="bench", role="admin", scopes=list(ADMIN_SCOPES), actor=BENCHMARK)
     finally:
         await conn.close()
     return token

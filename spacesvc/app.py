@@ -22,6 +22,7 @@ from spacesvc.http.envelope import error_middleware
 from spacesvc.http.openapi import setup_openapi
 from spacesvc.http.ratelimit import RateLimits, rate_limit_middleware
 from spacesvc.http.request_context import request_context_middleware
+from spacesvc.live import live_ctx
 from spacesvc.s3 import S3Client
 from spacesvc.settings import Settings
 from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
@@ -59,7 +60,9 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[RATE_LIMITS] = RateLimits.from_budgets(settings.rate_limit, settings.auth_failure_limit)
     app[S3] = S3Client()
-    app.cleanup_ctx.extend([postgres.pool_ctx, secret_backend_ctx, idempotency.fingerprint_key_ctx, sweeper_ctx])
+    app.cleanup_ctx.extend(
+        [postgres.pool_ctx, live_ctx, secret_backend_ctx, idempotency.fingerprint_key_ctx, sweeper_ctx]
+    )
     for view in (
         SpacesSettingsView,
         SpacesTestView,

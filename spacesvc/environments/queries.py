@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from spacesvc import changes
 from spacesvc.audit import queries as audit
 from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.environments.model import NAME, Environment, SpacesEnablement
@@ -95,6 +96,7 @@ async def delete(conn: asyncpg.Connection, environment: Environment, actor: Acto
             details = {"name": token["name"], "reason": f"environment {environment.name} deleted"}
             await audit.record(conn, Action.REVOKED, Resource.TOKEN, token["id"], actor, details)
         await conn.execute(DELETE_ENVIRONMENT, environment.id)
+        await changes.notify(conn, changes.CONFIG, changes.TOKENS)
         details = {"name": environment.name}
         await audit.record(conn, Action.DELETED, Resource.ENVIRONMENT, environment.id, actor, details)
 
@@ -111,6 +113,7 @@ async def set_enabled(conn: asyncpg.Connection, environment_id: str, enabled: bo
             raise not_configured()
         environment = await get(conn, environment_id)
         await conn.execute(UPSERT_ENABLEMENT, config_id, environment.id, enabled)
+        await changes.notify(conn, changes.CONFIG)
         action = Action.ENABLED if enabled else Action.DISABLED
         await audit.record(conn, action, Resource.ENVIRONMENT, environment.id, actor, {"name": environment.name})
     return environment

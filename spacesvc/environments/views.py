@@ -9,6 +9,7 @@ from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields
 
 from spacesvc import postgres
+from spacesvc.changes import CONFIG, TOKENS
 from spacesvc.environments import queries
 from spacesvc.environments.model import Environment
 from spacesvc.http.authentication import request_actor
@@ -18,6 +19,7 @@ from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
+from spacesvc.typedefs import LIVE
 
 ENVIRONMENT_ID_PARAM = {"in": "path", "name": "id", "required": True, "schema": {"type": "string"}}
 
@@ -111,4 +113,5 @@ class EnvironmentView(web.View):
         async with postgres.acquire(self.request.app) as conn:
             environment = await queries.get(conn, self.request.match_info["id"])
             await queries.delete(conn, environment, request_actor(self.request))
+        self.request.app[LIVE].changed(CONFIG, TOKENS)
         return json_response({"success": True})

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from spacesvc import postgres
 from spacesvc.audit.model import Actor
 from spacesvc.http.errors import ApiError, ErrorCode
 from spacesvc.http.types import Handler
 from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken, Principal
-from spacesvc.tokens.queries import authenticate
-from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS, REQUEST_ID
+from spacesvc.typedefs import LIVE, PRINCIPAL, RATE_LIMITS, REQUEST_ID
 
 # Routes under /api need a bearer token; the docs (and the health probes, outside /api) do not.
 PROTECTED_PREFIX = "/api/"
@@ -66,11 +64,10 @@ async def _authenticate(request: web.Request) -> Principal:
     token = token.strip()
     if scheme.lower() != "bearer" or not TOKEN_PATTERN.match(token):
         raise _unauthorized("The Authorization header is not a well-formed spacesvc bearer token.")
-    async with postgres.acquire(request.app) as conn:
-        try:
-            return await authenticate(conn, token)
-        except InvalidToken:
-            raise _unauthorized("The bearer token is unknown, expired or revoked.") from None
+    try:
+        return await request.app[LIVE].principal(request.app, token)
+    except InvalidToken:
+        raise _unauthorized("The bearer token is unknown, expired or revoked.") from None
 
 
 def request_actor(request: web.Request) -> Actor:

@@ -8,6 +8,7 @@ from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields
 
 from spacesvc import postgres
+from spacesvc.changes import CONFIG
 from spacesvc.environments import queries as environments
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
@@ -15,6 +16,7 @@ from spacesvc.http.errors import validation_error
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
+from spacesvc.typedefs import LIVE
 
 
 class SpacesEnvironmentSchema(Schema):
@@ -90,4 +92,5 @@ class SpacesEnvironmentView(web.View):
             await environments.set_enabled(
                 conn, self.request.match_info["environmentId"], enabled, request_actor(self.request)
             )
+        self.request.app[LIVE].changed(CONFIG)
         return json_response({"success": True, "enabled": enabled})

@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from backends import SecretBackend, SecretLocation, SecretUnreadable
+from spacesvc import changes
 from spacesvc.audit import queries as audit
 from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.errors import InvalidInput, Unavailable
@@ -110,6 +111,7 @@ async def write_config(
         preconditions.check(current)
         desired = build(current)
         if current is None:
+            await changes.notify(conn, changes.CONFIG)
             outcome = await _create(conn, backend, desired, actor.name)
             changed = [*FIELD_NAMES, *(["secretKey"] if desired.secret is not None else [])]
             await audit.record(
@@ -118,6 +120,7 @@ async def write_config(
             return outcome
         outcome = await _update(conn, backend, current, desired, actor.name)
         if outcome.changed:
+            await changes.notify(conn, changes.CONFIG)
             changed = _changed_fields(current, outcome.config, secret_changed=outcome.secret_changed)
             await audit.record(conn, action, Resource.SPACES_CONFIG, current.id, actor, {"fields": changed})
         return outcome
@@ -243,6 +246,7 @@ async def delete_config(
             return None
         preconditions.check(current)
         await conn.execute(DELETE_CONFIG)
+        await changes.notify(conn, changes.CONFIG)
         await backend.delete(conn, current.secret_location)
         await audit.record(
             conn, Action.DELETED, Resource.SPACES_CONFIG, current.id, actor, {"version": current.version}
@@ -274,6 +278,7 @@ async def move_secret(
         if await target.read(conn, SecretLocation(current.id, version)) != secret:
             raise SecretMoveError(f"the {target.name} backend did not return the secret it was given; nothing moved")
         moved = _config(await conn.fetchrow(MOVE_SECRET, target.name, version, actor.name))
+        await changes.notify(conn, changes.CONFIG)
         await source.delete(conn, current.secret_location)
         details = {"from": source.name, "to": target.name}
         await audit.record(conn, Action.MOVED, Resource.SECRET, current.id, actor, details)

@@ -13,6 +13,7 @@ from aiohttp_apispec import docs
 from backends import SecretBackend
 from spacesvc import postgres
 from spacesvc.audit.model import Action
+from spacesvc.changes import CONFIG
 from spacesvc.http import conditional
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
@@ -31,7 +32,7 @@ from spacesvc.spaces.schemas import (
     SpacesStatusSchema,
 )
 from spacesvc.spaces.validation import parse_patch, parse_put
-from spacesvc.typedefs import SECRET_BACKEND
+from spacesvc.typedefs import LIVE, SECRET_BACKEND
 
 ETAG_VALUE = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 IF_MATCH_PARAM = {
@@ -131,8 +132,7 @@ class SpacesSettingsView(web.View):
     )
     @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
-        async with self.connection() as conn:
-            config = await queries.get_config(conn)
+        config = await self.request.app[LIVE].config(self.request.app)
         if config is None:
             return json_response({"configured": False, "config": None})
         if not_modified(self.request, config.version):
@@ -184,6 +184,7 @@ class SpacesSettingsView(web.View):
                 action=Action.REPLACED,
                 preconditions=conditions,
             )
+        self.request.app[LIVE].changed(CONFIG)  # this process sees its own write at once
         return self._config_response(outcome.config, status=201 if outcome.created else 200)
 
     @docs(
@@ -229,6 +230,7 @@ class SpacesSettingsView(web.View):
                 action=Action.PATCHED,
                 preconditions=conditions,
             )
+        self.request.app[LIVE].changed(CONFIG)
         return self._config_response(outcome.config, status=200)
 
     @docs(
@@ -252,6 +254,7 @@ class SpacesSettingsView(web.View):
             removed = await queries.delete_config(
                 conn, self.backend, actor=request_actor(self.request), preconditions=conditions
             )
+        self.request.app[LIVE].changed(CONFIG)
         if removed is None:
             raise not_configured()
         return json_response({"success": True})

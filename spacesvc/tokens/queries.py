@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 
+from spacesvc import changes
 from spacesvc.audit import queries as audit
 from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.environments.model import Environment
@@ -22,7 +23,8 @@ from spacesvc.tokens.model import (
 )
 
 SELECT_PRINCIPAL = """
-SELECT id, name, role, scopes, environment_id::text AS environment_id, revoked_at, expires_at <= now() AS expired
+SELECT id, name, role, scopes, environment_id::text AS environment_id, revoked_at, expires_at,
+       expires_at <= now() AS expired
 FROM api_tokens WHERE token_hash = $1
 """
 # The columns every query that describes a token reads (see _info); never the hash.
@@ -106,6 +108,7 @@ async def revoke_token(conn: asyncpg.Connection, name_or_id: str, actor: Actor) 
             raise TokenError(f"no live token named or with id {name_or_id!r}")
         info = _info(row)
         await audit.record(conn, Action.REVOKED, Resource.TOKEN, info.id, actor, {"name": info.name})
+        await changes.notify(conn, changes.TOKENS)
     return info
 
 
@@ -113,8 +116,10 @@ async def count_tokens(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(COUNT_TOKENS))
 
 
-async def authenticate(conn: asyncpg.Connection, token: str) -> Principal:
+async def authenticate(conn: asyncpg.Connection, token: str) -> tuple[Principal, datetime | None]:
+    """Who the token is and until when it is valid; InvalidToken for an unknown, revoked or expired one."""
     row = await conn.fetchrow(SELECT_PRINCIPAL, hash_token(token))
     if row is None or row["revoked_at"] is not None or row["expired"]:
         raise InvalidToken()
-    return Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]), row["environment_id"])
+    principal = Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]), row["environment_id"])
+    return principal, row["expires_at"]

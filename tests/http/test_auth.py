@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
@@ -11,6 +13,11 @@ from spacesvc.tokens.model import hash_token
 from spacesvc.tokens.queries import revoke_token
 from tests.support.api import BODY, SPACES, Tokens, assert_envelope, auth
 from tests.support.secrecy import assert_hidden
+from tests.support.timing import seconds_until
+
+# SPEC §9: a change shows on every process within 100 ms of its commit; the tests allow a noisy
+# shared machine some slack and benchmarks/ measure the real figure.
+BOUND = 0.5
 
 
 async def test_missing_token_is_401_with_www_authenticate(client: TestClient) -> None:
@@ -75,18 +82,26 @@ async def test_token_without_read_scope_may_not_read(client: TestClient, tokens:
     await assert_envelope(resp, 403, "FORBIDDEN_SCOPE")
 
 
-async def test_revocation_takes_effect_at_once(client: TestClient, tokens: Tokens, conn: asyncpg.Connection) -> None:
+async def test_revocation_takes_effect_within_the_bound(
+    client: TestClient, tokens: Tokens, conn: asyncpg.Connection
+) -> None:
+    """A revocation from another process (here: the command line's query) reaches the service's
+    memory through NOTIFY (SPEC §9: within 100 ms of the commit)."""
     token = await tokens.create("admin", name="to-revoke")
-    assert (await client.get(SPACES, headers=auth(token))).status == 200
+    assert (await client.get(SPACES, headers=auth(token))).status == 200  # now remembered
     await revoke_token(conn, "to-revoke", Actor("tests"))
+
+    async def refused() -> bool:
+        return (await client.get(SPACES, headers=auth(token))).status == 401
+
+    assert await seconds_until(refused) <= BOUND
     await assert_envelope(await client.get(SPACES, headers=auth(token)), 401, "UNAUTHORIZED")
 
 
-async def test_expiry_takes_effect_at_once(client: TestClient, tokens: Tokens, conn: asyncpg.Connection) -> None:
-    token = await tokens.create("admin", name="short-lived", expires_in="1h")
-    assert (await client.get(SPACES, headers=auth(token))).status == 200
-    # the hour passes: move the expiry into the past, as the clock would
-    await conn.execute("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE name = 'short-lived'")
+async def test_expiry_takes_effect_at_once(client: TestClient, tokens: Tokens) -> None:
+    token = await tokens.create("admin", name="short-lived", expires_in="2s")
+    assert (await client.get(SPACES, headers=auth(token))).status == 200  # now remembered
+    await asyncio.sleep(2.05)
     await assert_envelope(await client.get(SPACES, headers=auth(token)), 401, "UNAUTHORIZED")
 
 

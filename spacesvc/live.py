@@ -1,0 +1,170 @@
+"""State kept in memory for reads, fresh on every replica through PostgreSQL LISTEN/NOTIFY (SPEC §9).
+
+Every change that a read here depends on (the configuration and its enablement, a token's
+revocation, an environment's deletion) sends ``NOTIFY spacesvc_changes`` in its own transaction,
+from any process or command (``spacesvc.changes``). Each service process listens on a connection of its
+own and drops what a notification names the moment it arrives, so a change is visible
+everywhere as soon as its commit is delivered.
+
+Memory serves a read only while that connection is up and the value was loaded after it
+subscribed; otherwise every read goes to PostgreSQL. A value read from PostgreSQL is kept only
+if no notification (nor a loss of the connection) came while it was being read: ``_generation``
+counts both. A token's expiry is checked at each use, so it needs no notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+from aiohttp import web
+
+from spacesvc import postgres
+from spacesvc.changes import CHANNEL, CONFIG, TOKENS
+from spacesvc.spaces import queries as spaces
+from spacesvc.spaces.model import SpacesConfig
+from spacesvc.tokens import queries as tokens
+from spacesvc.tokens.model import Principal
+from spacesvc.typedefs import LIVE, SETTINGS
+
+log = logging.getLogger("spacesvc.live")
+
+# How often the listening connection is checked, and how long a check may take.
+PING_SECONDS = 5.0
+PING_TIMEOUT = 2.0
+RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+# Distinct tokens remembered at most; past that the cache starts again (a brute force of
+# unknown tokens is never cached at all).
+MAX_TOKENS = 10_000
+
+
+@dataclass(frozen=True)
+class _Verified:
+    principal: Principal
+    expires_at: datetime | None
+
+    def valid(self) -> bool:
+        return self.expires_at is None or datetime.now(UTC) < self.expires_at
+
+
+_MISSING = object()
+
+
+class LiveState:
+    """The configuration and verified tokens, in memory while they are known to be fresh."""
+
+    def __init__(self) -> None:
+        self.listening = False
+        self._generation = 0
+        self._config: SpacesConfig | object | None = _MISSING
+        self._tokens: dict[str, _Verified] = {}
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    async def config(self, app: web.Application) -> SpacesConfig | None:
+        cached = self._config
+        if self.listening and cached is not _MISSING:
+            return cached  # type: ignore[return-value]
+        generation = self._generation
+        async with postgres.acquire(app) as conn:
+            config = await spaces.get_config(conn)
+        if self.listening and generation == self._generation:
+            self._config = config
+        return config
+
+    async def principal(self, app: web.Application, token: str) -> Principal:
+        """The token's principal; raises tokens.InvalidToken for an unknown, revoked or expired one."""
+        cached = self._tokens.get(token)
+        if self.listening and cached is not None and cached.valid():
+            return cached.principal
+        generation = self._generation
+        async with postgres.acquire(app) as conn:
+            principal, expires_at = await tokens.authenticate(conn, token)
+        if self.listening and generation == self._generation:
+            if len(self._tokens) >= MAX_TOKENS:
+                self._tokens.clear()
+            self._tokens[token] = _Verified(principal, expires_at)
+        return principal
+
+    # -- what makes it stale -----------------------------------------------------------------------
+
+    def changed(self, *what: str) -> None:
+        """Drop what changed: on a notification, and at once in the process that made the change."""
+        self._generation += 1
+        if CONFIG in what:
+            self._config = _MISSING
+        if TOKENS in what:
+            self._tokens.clear()
+
+    def _forget_everything(self) -> None:
+        self._generation += 1
+        self._config = _MISSING
+        self._tokens.clear()
+
+    def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        self.changed(payload)
+
+    # -- the listening connection ------------------------------------------------------------------
+
+    async def listen(self, dsn: str, connect_timeout: float) -> None:
+        """Keep a listening connection up for as long as the app runs, reconnecting when it drops."""
+        failures = 0
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    dsn, timeout=connect_timeout, server_settings={"application_name": "spacesvc-listener"}
+                )
+                lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                conn.add_termination_listener(functools.partial(_resolve, lost))
+                await conn.add_listener(CHANNEL, self._on_notification)
+                self._forget_everything()  # from here on, whatever is loaded is fresh
+                self.listening = True
+                if failures:
+                    log.info("listening for changes again; reads are served from memory")
+                failures = 0
+                await self._watch(conn, lost)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                if failures == 0:
+                    log.warning("not listening for changes (%s); every read goes to PostgreSQL", type(error).__name__)
+            finally:
+                self.listening = False
+                self._forget_everything()
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)])
+            failures += 1
+
+    async def _watch(self, conn: asyncpg.Connection, lost: asyncio.Future[None]) -> None:
+        """Return when the connection is lost, or stops answering within PING_TIMEOUT."""
+        while not lost.done():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PING_SECONDS):
+                    await asyncio.shield(lost)
+                    return
+            async with asyncio.timeout(PING_TIMEOUT):
+                await conn.fetchval("SELECT 1")
+
+
+def _resolve(future: asyncio.Future[None], *_: object) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def live_ctx(app: web.Application) -> AsyncIterator[None]:
+    state = LiveState()
+    app[LIVE] = state
+    settings = app[SETTINGS]
+    assert settings.database_url is not None
+    task = asyncio.create_task(state.listen(settings.database_url, settings.db_connect_timeout), name="live-listener")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
