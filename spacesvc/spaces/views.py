@@ -42,14 +42,7 @@ IF_MATCH_PARAM = {
     "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
     "description": 'Make the write conditional on the current version: "<version>" (the ETag).',
 }
-IF_NONE_MATCH_PARAM = {
-    "in": "header",
-    "name": "If-None-Match",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": 'The ETag the client has ("<version>"): 304 while it is current.',
-}
-IF_NONE_MATCH_PARAM = {
+CREATE_ONLY_PARAM = {
     "in": "header",
     "name": "If-None-Match",
     "required": False,
@@ -147,7 +140,7 @@ class SpacesSettingsView(web.View):
         "secretKey is required on creation (unless the backend is env); omitted or empty keeps the stored one. "
         "A PUT that changes nothing answers 200 without bumping version.",
         security=SECURITY,
-        parameters=[IF_MATCH_PARAM, IF_NONE_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
+        parameters=[IF_MATCH_PARAM, CREATE_ONLY_PARAM, IDEMPOTENCY_KEY_PARAM],
         requestBody=json_body(SpacesConfigInput, "The configuration"),
         responses={
             200: ok(
