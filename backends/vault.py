@@ -339,9 +339,18 @@ class VaultSecretBackend(SecretBackend):
         client.secrets.kv.v2.delete_metadata_and_all_versions(path=self._config.path, mount_point=self._config.mount)
 
     def _health(self, unauthenticated: hvac.Client) -> Health:
-        status = unauthenticated.sys.read_health_status(
-            method="GET", standby_code=200, sealed_code=200, uninit_code=200, performance_standby_code=200
-        )
+        # sys/health belongs to the root namespace: asked inside VAULT_NAMESPACE, OpenBao answers 400
+        unauthenticated.adapter.namespace = None
+        try:
+            status = unauthenticated.sys.read_health_status(
+                method="GET", standby_code=200, sealed_code=200, uninit_code=200, performance_standby_code=200
+            )
+        except (hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest, hvac.exceptions.UnexpectedError):
+            status = None
+        if not isinstance(status, dict) or "initialized" not in status:
+            return Health(
+                False, "VAULT_ADDR does not answer as Vault (its sys/health is not Vault's): check the address"
+            )
         if not status.get("initialized", False):
             return Health(False, "Vault is not initialized: run `vault operator init` (or `bao operator init`)")
         if status.get("sealed", True):

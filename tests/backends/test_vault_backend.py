@@ -14,6 +14,7 @@ from backends import SecretBackend, SecretLocation
 from backends.vault import VaultSecretBackend, VaultSettings, policy_for
 from tests.backends.contract import OWNER, WritableBackendContract
 from tests.support.openbao import OpenBao
+from tests.support.s3 import MotoS3
 from tests.support.secrecy import SECRET
 
 
@@ -124,6 +125,8 @@ async def test_vault_namespace_is_honoured(
         )
     )
     try:
+        health = await backend.health(conn)  # sys/health is asked in the root namespace
+        assert health.ok, health.detail
         version = await backend.write(conn, OWNER, SECRET)
     finally:
         await backend.close()
@@ -150,3 +153,12 @@ async def test_closing_the_backend_while_a_vault_call_completes_never_hangs(vaul
                 await backend.close()
         except TimeoutError:
             pytest.fail(f"close() hung (attempt {attempt + 1})", pytrace=False)
+
+
+async def test_an_address_that_is_not_vault_is_reported_as_such(s3: MotoS3, conn: asyncpg.Connection) -> None:
+    backend = VaultSecretBackend(VaultSettings(addr=s3.url, token="not-a-vault-token", timeout=2.0))
+    try:
+        health = await backend.health(conn)
+    finally:
+        await backend.close()
+    assert not health.ok and "does not answer as Vault" in health.detail
