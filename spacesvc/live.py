@@ -39,6 +39,8 @@ log = logging.getLogger("spacesvc.live")
 PING_SECONDS = 5.0
 PING_TIMEOUT = 2.0
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+# A held watch reads again at least this often while no notification can wake it.
+WATCH_POLL_SECONDS = 1.0
 # Distinct tokens remembered at most; past that the cache starts again (a brute force of
 # unknown tokens is never cached at all).
 MAX_TOKENS = 10_000
@@ -64,6 +66,8 @@ class LiveState:
         self._generation = 0
         self._config: SpacesConfig | object | None = _MISSING
         self._tokens: dict[str, _Verified] = {}
+        # set (and replaced) whenever the configuration may have changed: held watches wake on it
+        self._config_changed = asyncio.Event()
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -99,6 +103,7 @@ class LiveState:
         self._generation += 1
         if CONFIG in what:
             self._config = _MISSING
+            self._wake_watches()
         if TOKENS in what:
             self._tokens.clear()
 
@@ -106,6 +111,20 @@ class LiveState:
         self._generation += 1
         self._config = _MISSING
         self._tokens.clear()
+        self._wake_watches()
+
+    def _wake_watches(self) -> None:
+        self._config_changed.set()
+        self._config_changed = asyncio.Event()
+
+    async def config_change(self, timeout: float) -> None:
+        """Wait until the configuration may have changed, or ``timeout`` seconds. While nothing
+        listens for changes, the wait is at most WATCH_POLL_SECONDS: the caller reads again."""
+        if not self.listening:
+            timeout = min(timeout, WATCH_POLL_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._config_changed.wait()
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
         self.changed(payload)

@@ -65,6 +65,8 @@ def fuzz(service: Serve, token: str, workdir: Path, max_examples: int) -> dict:
     for operation in EXCLUDED_OPERATIONS:
         command += ["--exclude-operation-id", operation]
     command += ["--report", "json", "--report-json-path", str(report), "--no-color"]
+    # a watch (Prefer: wait=N with the current version in If-None-Match) may be held up to 60 s
+    command += ["--request-timeout", "65"]
     result = subprocess.run(
         command,
         env=clean_env(SPACESVC_FUZZ_TOKEN=token),

@@ -4,6 +4,7 @@ the bound; killing the listening connection keeps reads correct, and listening c
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -135,3 +136,25 @@ async def test_without_its_listening_connection_a_replica_reads_through_and_list
         assert await seconds_until(shows) <= BOUND
     log = b.stop()
     assert "not listening for changes" in log or "listening for changes again" in log
+
+
+async def test_a_watch_on_one_replica_is_answered_by_a_write_on_the_other(
+    replicas: tuple[Serve, Serve], tokens: Tokens
+) -> None:
+    a, b = replicas
+    headers = {"Authorization": f"Bearer {await tokens.create('admin')}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.put(f"{a.url}{SPACES}", json=BODY, headers=headers):
+            pass
+        held = {**headers, "If-None-Match": '"1"', "Prefer": "wait=30"}
+        watch = asyncio.create_task(http.get(f"{b.url}{SPACES}", headers=held))
+        await asyncio.sleep(0.5)
+        assert not watch.done()
+        async with http.patch(f"{a.url}{SPACES}", json={"region": "sgp1"}, headers=headers):
+            written = time.monotonic()
+        resp = await watch
+        answered = time.monotonic() - written
+        assert resp.status == 200 and (await resp.json())["config"]["version"] == 2
+        assert resp.headers["Preference-Applied"] == "wait=30"
+    assert answered <= BOUND
+    print(f"a watch on the other replica was answered {1000 * answered:.1f} ms after the write")

@@ -33,5 +33,39 @@ def not_modified(request: web.Request, version: int) -> bool:
     return str(version) in ENTITY_TAG.findall(header)
 
 
+def names_version(request: web.Request, version: int) -> bool:
+    """Whether If-None-Match names ``version`` itself (``*`` names none): what a watch waits on."""
+    return str(version) in ENTITY_TAG.findall(request.headers.get("If-None-Match", ""))
+
+
 def not_modified_response(version: int, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(status=304, headers={**(headers or {}), "ETag": etag_for(version)})
+
+
+# A watch holds a request at most this long (RFC 7240 ``Prefer: wait=N``, SPEC §9).
+MAX_WAIT_SECONDS = 60
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?(?:$|[,;\s])", re.IGNORECASE)
+
+PREFER_PARAM = {
+    "in": "header",
+    "name": "Prefer",
+    "required": False,
+    "schema": {"type": "string", "example": "wait=30"},
+    "description": "With If-None-Match naming the current version: hold the request until the version "
+    f"changes (200), or answer 304 after N seconds (1-{MAX_WAIT_SECONDS}; a longer wait is cut to "
+    f"{MAX_WAIT_SECONDS}). Preference-Applied: wait=N says it was held.",
+}
+
+
+PREFERENCE_APPLIED = {
+    "Preference-Applied": {"schema": {"type": "string"}, "description": "wait=N when the request was held"}
+}
+
+
+def preferred_wait(request: web.Request) -> int | None:
+    """The seconds of a ``Prefer: wait=N`` (cut to MAX_WAIT_SECONDS), or None; as RFC 7240 says,
+    a preference that cannot be understood is ignored."""
+    match = PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    if match is None or int(match[1]) < 1:
+        return None
+    return min(int(match[1]), MAX_WAIT_SECONDS)

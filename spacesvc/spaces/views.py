@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -17,7 +18,7 @@ from spacesvc.changes import CONFIG
 from spacesvc.http import conditional
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
-from spacesvc.http.conditional import not_modified, not_modified_response
+from spacesvc.http.conditional import names_version, not_modified, not_modified_response, preferred_wait
 from spacesvc.http.errors import readonly_field, validation_error
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
@@ -115,22 +116,53 @@ class SpacesSettingsView(web.View):
         tags=["settings"],
         summary="Get the global Spaces configuration",
         operationId="getSpacesConfig",
-        parameters=[conditional.IF_NONE_MATCH_PARAM],
+        parameters=[conditional.IF_NONE_MATCH_PARAM, conditional.PREFER_PARAM],
         security=SECURITY,
         responses={
-            200: ok(SpacesStatusSchema, "The configuration, or configured: false", etag=etag_header(always=False)),
-            304: {"description": "The version named in If-None-Match is current", "headers": etag_header(always=True)},
+            200: {
+                **ok(SpacesStatusSchema, "The configuration, or configured: false", etag=etag_header(always=False)),
+                "headers": {
+                    **ok(SpacesStatusSchema, "", etag=etag_header(always=False))["headers"],
+                    **conditional.PREFERENCE_APPLIED,
+                },
+            },
+            304: {
+                "description": "The version named in If-None-Match is current",
+                "headers": {**etag_header(always=True), **conditional.PREFERENCE_APPLIED},
+            },
             **errors(401, 403, 429, 503),
         },
     )
     @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
-        config = await self.request.app[LIVE].config(self.request.app)
+        app, request = self.request.app, self.request
+        config = await app[LIVE].config(app)
+        wait = preferred_wait(request)
+        if config is not None and wait is not None and names_version(request, config.version):
+            config = await self._watch(config, wait)
+            applied = {"Preference-Applied": f"wait={wait}"}
+        else:
+            applied = {}
         if config is None:
-            return json_response({"configured": False, "config": None})
-        if not_modified(self.request, config.version):
-            return not_modified_response(config.version)
-        return json_response({"configured": True, "config": present(config, self.backend)}, headers=etag(config))
+            return json_response({"configured": False, "config": None}, headers=applied)
+        if not_modified(request, config.version):
+            return not_modified_response(config.version, applied)
+        body = {"configured": True, "config": present(config, self.backend)}
+        return json_response(body, headers={**etag(config), **applied})
+
+    async def _watch(self, config: SpacesConfig, wait: int) -> SpacesConfig | None:
+        """Hold the request until the configuration's version moves on, or ``wait`` seconds pass;
+        returns what is current then (None: it was deleted)."""
+        app = self.request.app
+        deadline = asyncio.get_running_loop().time() + wait
+        current: SpacesConfig | None = config
+        while current is not None and current.version == config.version:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await app[LIVE].config_change(left)
+            current = await app[LIVE].config(app)
+        return current
 
     @docs(
         tags=["settings"],
