@@ -28,8 +28,9 @@ import requests
 
 from benchmarks import print_table
 from spacesvc.audit.model import Actor
+from spacesvc.environments import queries as environments
 from spacesvc.migrate import migrate
-from spacesvc.tokens.model import ADMIN_SCOPES
+from spacesvc.tokens.model import ADMIN_SCOPES, CREDENTIALS_SCOPE
 from spacesvc.tokens.queries import create_token
 from tests.support.postgres import LocalPostgres, free_port
 
@@ -41,11 +42,22 @@ wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")
 BENCHMARK = Actor("benchmark")
 
 
-async def prepare(url: str) -> str:
+async def prepare(url: str, environment: str | None = None) -> str:
+    """Migrate, and make a token: an admin's, or (``environment``) a workload's bound to it."""
     conn = await asyncpg.connect(url)
     try:
         await migrate(conn)
-        token, _ = await create_token(conn, name="bench", role="admin", scopes=list(ADMIN_SCOPES), actor=BENCHMARK)
+        if environment is None:
+            token, _ = await create_token(conn, name="bench", role="admin", scopes=list(ADMIN_SCOPES), actor=BENCHMARK)
+        else:
+            token, _ = await create_token(
+                conn,
+                name="bench-workload",
+                role="viewer",
+                scopes=[CREDENTIALS_SCOPE],
+                environment=await environments.find(conn, environment),
+                actor=BENCHMARK,
+            )
     finally:
         await conn.close()
     return token

@@ -1,0 +1,132 @@
+"""Issue 11's table, side by side in one run: spacesvc's reads and writes against the framework's
+limit (a canned aiohttp + uvloop handler) and a naive aiohttp + asyncpg handler, with wrk.
+
+Starts its own PostgreSQL, one `spacesvc serve` (db backend, rate limits off, log level WARNING)
+and the two baselines (benchmarks/baselines.py) on this machine. Reads are authenticated GETs of
+the configuration, 304s for a current If-None-Match, and credential deliveries (each audited);
+writes are PUTs that change the access key every time. Prints figures and ratios; asserts nothing.
+
+    .venv/bin/python -m benchmarks.hot_path [--seconds 8] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+from benchmarks import print_table
+from benchmarks.read_load import prepare, wrk
+from tests.support.postgres import LocalPostgres, free_port
+
+AUTH = 'wrk.headers["Authorization"] = "Bearer " .. os.getenv("BENCH_TOKEN")\n'
+NOT_MODIFIED = AUTH + 'wrk.headers["If-None-Match"] = os.getenv("BENCH_ETAG")\n'
+PUT = (
+    AUTH
+    + 'wrk.headers["Content-Type"] = "application/json"\n'
+    + "counter = 0\n"
+    + "request = function()\n"
+    + "  counter = counter + 1\n"
+    + '  return wrk.format("PUT", nil, nil, \'{"accessKey": "K\' .. counter .. \'", "buckets": ["backups"]}\')\n'
+    + "end\n"
+)
+
+
+def start(command: list[str], env: dict[str, str], url: str) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            requests.get(url, timeout=1)
+            return process
+        except requests.RequestException:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{command[:3]} did not start")
+
+
+def main(seconds: int, connections: int) -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install wrk)")
+    python = sys.executable
+    with tempfile.TemporaryDirectory() as workdir:
+        scripts = Path(workdir)
+        for name, text in (("auth.lua", AUTH), ("etag.lua", NOT_MODIFIED), ("put.lua", PUT)):
+            (scripts / name).write_text(text)
+        pg = LocalPostgres.create(scripts / "pg")
+        pg.start()
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            token = asyncio.run(prepare(pg.url))
+            env = {
+                **os.environ,
+                "SPACESVC_DATABASE_URL": pg.url,
+                "SPACESVC_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
+                "SPACESVC_RATE_LIMIT": "off",
+                "SPACESVC_LOG_LEVEL": "WARNING",
+            }
+            ports = {name: free_port() for name in ("spacesvc", "canned", "naive")}
+            urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
+            spacesvc = [str(Path(python).parent / "spacesvc"), "serve", "--port", str(ports["spacesvc"])]
+            processes.append(start(spacesvc, env, f"{urls['spacesvc']}/healthz"))
+            headers = {"Authorization": f"Bearer {token}"}
+            body = {"accessKey": "BENCHKEY", "secretKey": secrets.token_urlsafe(30), "buckets": ["backups"]}
+            requests.put(f"{urls['spacesvc']}/api/settings/spaces", json=body, headers=headers, timeout=5)
+            environment = requests.post(
+                f"{urls['spacesvc']}/api/environments", json={"name": "bench"}, headers=headers, timeout=5
+            ).json()["environment"]["id"]
+            requests.put(
+                f"{urls['spacesvc']}/api/settings/spaces/environments/{environment}",
+                json={"enabled": True},
+                headers=headers,
+                timeout=5,
+            )
+            workload = asyncio.run(prepare(pg.url, environment=environment))
+            for name in ("canned", "naive"):
+                command = [python, "-m", "benchmarks.baselines", name, "--port", str(ports[name])]
+                processes.append(start([*command, "--database-url", pg.url], env, f"{urls[name]}/api/settings/spaces"))
+            etag = requests.get(f"{urls['spacesvc']}/api/settings/spaces", headers=headers, timeout=5).headers["ETag"]
+            os.environ["BENCH_ETAG"] = etag
+            spaces = "/api/settings/spaces"
+            credentials = f"/api/environments/{environment}/spaces/credentials"
+
+            def load(url: str, script: str, as_token: str = token) -> dict[str, str]:
+                return wrk(url, seconds, connections, scripts / script, as_token)
+
+            rows = {
+                "canned aiohttp + uvloop GET": load(f"{urls['canned']}{spaces}", "auth.lua"),
+                "spacesvc GET (authenticated)": load(f"{urls['spacesvc']}{spaces}", "auth.lua"),
+                "spacesvc GET -> 304": load(f"{urls['spacesvc']}{spaces}", "etag.lua"),
+                "spacesvc credentials (db)": load(f"{urls['spacesvc']}{credentials}", "auth.lua", workload),
+                "naive asyncpg PUT (UPDATE)": load(f"{urls['naive']}{spaces}", "put.lua"),
+                "spacesvc PUT (db, no new secret)": load(f"{urls['spacesvc']}{spaces}", "put.lua"),
+            }
+        finally:
+            for process in processes:
+                process.terminate()
+                process.wait(timeout=10)
+            pg.destroy()
+    canned = float(rows["canned aiohttp + uvloop GET"]["req/s"])
+    naive = float(rows["naive asyncpg PUT (UPDATE)"]["req/s"])
+    for name, figures in rows.items():
+        base = naive if "PUT" in name else canned
+        figures["ratio"] = f"{float(figures['req/s']) / base:.2f}x"
+    print_table(f"wrk, {connections} connections, {seconds}s per row, one process each, 2 shared cores:", "row", rows)
+    print("ratio: reads against the canned GET, writes against the naive PUT, in this run")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=64)
+    args = parser.parse_args()
+    main(args.seconds, args.connections)
