@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 import backends
-from backends import BackendUnavailable, create_backend
+from backends import BackendSettings, BackendUnavailable, create_backend
 from backends.db import DbSecretBackend, new_encryption_key
 from spacesvc import embedded, postgres
 from spacesvc.app import create_app
@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             return asyncio.run(COMMANDS[(args.command, getattr(args, "action", None))](settings, args)) or 0
     except (ConfigError, MigrationError, TokenError, CommandError, DomainError) as error:
-        print(f"spacesvc: {error}", file=sys.stderr)
+        hint = f" ({error.hint})" if isinstance(error, DomainError) and error.hint else ""
+        print(f"spacesvc: {error}{hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
@@ -244,11 +245,30 @@ async def cmd_secrets_reencrypt(settings: Settings, args: argparse.Namespace) ->
     print(f"re-encrypted {changed} secret(s) under key {backend.primary_key_id!r}")
 
 
+def _backend_settings(name: str, settings: Settings) -> BackendSettings:
+    """The named backend's settings, read from the environment as the service would read them."""
+    chosen = backends.backend_class(name).settings_class.from_env(os.environ, embedded=settings.embedded)
+    return chosen.for_embedded(settings.data_dir.resolve()) if settings.embedded else chosen
+
+
 async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> None:
-    target_secrets = backends.backend_class(args.target).settings_class.from_env(os.environ, embedded=settings.embedded)
-    if settings.embedded:
-        target_secrets = target_secrets.for_embedded(settings.data_dir.resolve())
-    source, target = create_backend(settings.secrets), create_backend(target_secrets)
+    async with connection(settings) as conn:
+        config = await queries.get_config(conn)
+    if config is None:
+        raise CommandError("nothing is configured: there is no secret to move")
+    if config.secret_backend == args.target:
+        where = f"the {args.target} backend (configuration version {config.version})"
+        print(f"the secret is already in {where}; nothing to do")
+        print(f"spacesvc runs with SPACESVC_SECRET_BACKEND={args.target}")
+        return
+    # the source is the backend the configuration names, whatever SPACESVC_SECRET_BACKEND says
+    source_settings = (
+        settings.secrets
+        if settings.secret_backend == config.secret_backend
+        else _backend_settings(config.secret_backend, settings)
+    )
+    source = create_backend(source_settings)
+    target = create_backend(_backend_settings(args.target, settings))
     try:
         async with connection(settings) as conn:
             moved = await queries.move_secret(conn, source, target, actor=Actor.command_line())

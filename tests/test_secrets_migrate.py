@@ -83,12 +83,31 @@ async def test_an_unreachable_target_keeps_the_source_untouched(
     result = run("secrets", "migrate", "--to", "vault", env=env)
     assert result.returncode == 2
     assert "Vault is not reachable" in result.stderr and "Traceback" not in result.stderr
+    assert "Check VAULT_ADDR" in result.stderr  # the error keeps its hint
     assert await conn.fetchrow("SELECT * FROM secret_ciphertexts") == before
     assert await conn.fetchval("SELECT secret_backend FROM spaces_config") == "db"
 
 
-async def test_moving_from_the_wrong_backend_is_refused(client: TestClient, admin: dict, cli_env: dict) -> None:
+async def test_moving_to_where_the_secret_is_already_is_a_no_op(
+    client: TestClient, admin: dict, cli_env: dict, conn: asyncpg.Connection
+) -> None:
+    """For automation: running a finished migration again changes nothing and succeeds."""
     await client.put(SPACES, json=BODY, headers=admin)
+    before = await conn.fetchrow("SELECT version, secret_backend FROM spaces_config")
     result = run("secrets", "migrate", "--to", "db", env={**cli_env, "SPACESVC_SECRET_BACKEND": "vault"})
-    assert result.returncode == 2
-    assert "already in the db backend" in result.stderr
+    assert result.returncode == 0, result.stderr
+    assert "already in the db backend" in result.stdout and "nothing to do" in result.stdout
+    assert await conn.fetchrow("SELECT version, secret_backend FROM spaces_config") == before
+
+
+async def test_the_source_is_the_backend_the_configuration_names(
+    client: TestClient, admin: dict, cli_env: dict, conn: asyncpg.Connection, vault_config: VaultSettings
+) -> None:
+    """An operator who switched SPACESVC_SECRET_BACKEND first can still move the secret."""
+    await client.put(SPACES, json=BODY, headers=admin)
+    env = {**cli_env, "SPACESVC_SECRET_BACKEND": "vault"}  # the target's; the row still says db
+    result = run("secrets", "migrate", "--to", "vault", env=env)
+    assert result.returncode == 0, result.stderr
+    assert await conn.fetchval("SELECT secret_backend FROM spaces_config") == "vault"
+    again = run("secrets", "migrate", "--to", "vault", env=env)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
