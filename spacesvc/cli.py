@@ -28,7 +28,7 @@ from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.audit.views import MAX_AUDIT_PAGE
 from spacesvc.environments import queries as environments
 from spacesvc.errors import ConfigError, DomainError
-from spacesvc.http.server import Runner
+from spacesvc.http.server import Runner, event_loop_factory
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
 from spacesvc.settings import Settings
@@ -104,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         settings = embedded.resolve(settings)
         if args.command == "serve":
-            asyncio.run(serve(settings, args.host, args.port))
+            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+                runner.run(serve(settings, args.host, args.port))
         else:
             return asyncio.run(COMMANDS[(args.command, getattr(args, "action", None))](settings, args)) or 0
     except (ConfigError, MigrationError, TokenError, CommandError, DomainError) as error:

@@ -127,6 +127,7 @@ class LiveState:
                 await self._config_changed.wait()
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
+        log.debug("notified of a change: %s", payload)
         self.changed(payload)
 
     # -- the listening connection ------------------------------------------------------------------

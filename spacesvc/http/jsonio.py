@@ -25,7 +25,9 @@ def timestamp(moment: datetime) -> str:
 
 
 def json_response(data: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, headers=headers, content_type="application/json")
+    """A JSON response of ``data``, or of ``bytes`` already rendered as JSON."""
+    body = data if isinstance(data, bytes) else orjson.dumps(data)
+    return web.Response(body=body, status=status, headers=headers, content_type="application/json")
 
 
 async def read_json_object(request: web.Request) -> dict[str, Any]:

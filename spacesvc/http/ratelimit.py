@@ -11,6 +11,7 @@ import math
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from aiohttp import web
 
@@ -22,8 +23,7 @@ from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS
 MAX_TRACKED_KEYS = 100_000
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     allowed: bool
     remaining: int
     reset_seconds: int  # until the bucket is full again
@@ -37,6 +37,7 @@ class TokenBucket:
         self.policy = policy
         self.budget = budget
         self._rate = budget.requests / budget.seconds
+        self._policy_header = f'"{policy}";q={budget.requests};w={budget.seconds}'
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
     def _level(self, key: str, now: float) -> float:
@@ -71,7 +72,7 @@ class TokenBucket:
     def headers(self, decision: Decision) -> dict[str, str]:
         """The IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers)."""
         return {
-            "RateLimit-Policy": f'"{self.policy}";q={self.budget.requests};w={self.budget.seconds}',
+            "RateLimit-Policy": self._policy_header,
             "RateLimit": f'"{self.policy}";r={decision.remaining};t={decision.reset_seconds}',
         }
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import http_exceptions, web
@@ -128,6 +129,15 @@ class Protocol(RequestHandler):
         response.force_close()
         log_access(request_id, "-", "-", error.status, 0.0, None, request.remote)
         return response
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop where it is installed (a dependency everywhere but Windows), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    return uvloop.new_event_loop
 
 
 class Server(web.Server):

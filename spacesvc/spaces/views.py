@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import asyncpg
+import orjson
 from aiohttp import web
 from aiohttp_apispec import docs
 
@@ -82,6 +83,25 @@ def present(config: SpacesConfig, backend: SecretBackend) -> dict[str, Any]:
     }
 
 
+class RenderedConfig:
+    """The GET body of a configuration, rendered once: the live state hands out the same object
+    until the configuration changes, so a read serves bytes made by an earlier one."""
+
+    def __init__(self) -> None:
+        self._key: tuple[SpacesConfig, SecretBackend] | None = None
+        self._body = b""
+
+    def body(self, config: SpacesConfig, backend: SecretBackend) -> bytes:
+        key = self._key
+        if key is None or key[0] is not config or key[1] is not backend:
+            self._body = orjson.dumps({"configured": True, "config": present(config, backend)})
+            self._key = (config, backend)
+        return self._body
+
+
+rendered = RenderedConfig()
+
+
 def etag(config: SpacesConfig) -> dict[str, str]:
     return {"ETag": f'"{config.version}"'}
 
@@ -147,8 +167,7 @@ class SpacesSettingsView(web.View):
             return json_response({"configured": False, "config": None}, headers=applied)
         if not_modified(request, config.version):
             return not_modified_response(config.version, applied)
-        body = {"configured": True, "config": present(config, self.backend)}
-        return json_response(body, headers={**etag(config), **applied})
+        return json_response(rendered.body(config, self.backend), headers={**etag(config), **applied})
 
     async def _watch(self, config: SpacesConfig, wait: int) -> SpacesConfig | None:
         """Hold the request until the configuration's version moves on, or ``wait`` seconds pass;

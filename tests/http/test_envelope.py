@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -90,6 +91,23 @@ async def test_every_success_response_has_a_request_id(client: TestClient, admin
 async def test_request_ids_are_unique(client: TestClient) -> None:
     ids = {(await client.get("/healthz")).headers["X-Request-ID"] for _ in range(20)}
     assert len(ids) == 20
+
+
+def ulid_moment(request_id: str) -> float:
+    """The time a ULID names (its first 10 Crockford characters: milliseconds since the epoch)."""
+    milliseconds = 0
+    for character in request_id.removeprefix("req_")[:10]:
+        milliseconds = milliseconds * 32 + "0123456789ABCDEFGHJKMNPQRSTVWXYZ".index(character)
+    return milliseconds / 1000
+
+
+async def test_request_ids_are_ulids_of_the_moment_they_were_given(client: TestClient) -> None:
+    before = time.time()
+    ids = [(await client.get("/healthz")).headers["X-Request-ID"] for _ in range(50)]
+    after = time.time()
+    assert all(before - 0.001 <= ulid_moment(request_id) <= after + 0.001 for request_id in ids)
+    assert [ulid_moment(request_id) for request_id in ids] == sorted(ulid_moment(request_id) for request_id in ids)
+    assert len({request_id[14:] for request_id in ids}) == 50  # 80 random bits each
 
 
 DOMAIN_ERRORS: list[tuple[DomainError, int, str]] = [
