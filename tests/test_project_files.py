@@ -85,6 +85,15 @@ def test_compose_vault_profile_gives_settings_the_service_accepts() -> None:
     )
 
 
+def test_compose_fleet_profile_gives_spacesvc_a_shared_rate_limit_store() -> None:
+    services = compose()["services"]
+    assert services["redis"]["profiles"] == ["fleet"]
+    assert services["spacesvc"]["depends_on"]["redis"]["required"] is False
+    assert service_environment({"POSTGRES_PASSWORD": "pw"})["SPACESVC_RATE_LIMIT_STORAGE"] == "memory"
+    shared = service_environment({"POSTGRES_PASSWORD": "pw", "SPACESVC_RATE_LIMIT_STORAGE": "redis://redis:6379/0"})
+    assert shared["SPACESVC_RATE_LIMIT_STORAGE"] == "redis://redis:6379/0"
+
+
 def test_compose_without_a_key_for_the_db_backend_is_refused_naming_the_variable() -> None:
     with pytest.raises(ConfigError, match="SPACESVC_ENCRYPTION_KEYS"):
         Settings.from_env(service_environment({"POSTGRES_PASSWORD": "pw"}))
