@@ -17,7 +17,7 @@ from spacesvc.errors import Unavailable
 from spacesvc.http.errors import RETRY_AFTER_SECONDS, ApiError, ErrorCode
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import errors, ok
-from spacesvc.migrate import check_migrations
+from spacesvc.migrate import check_migrations, migrations_detail
 from spacesvc.spaces import queries
 from spacesvc.typedefs import SECRET_BACKEND
 
@@ -58,7 +58,7 @@ async def _run_checks(request: web.Request) -> dict[str, dict[str, Any]]:
             await conn.fetchval("SELECT 1")
             checks["database"] = _check(True, "PostgreSQL answers")
             problem = await check_migrations(conn)
-            checks["migrations"] = _check(problem is None, problem or "all migrations applied")
+            checks["migrations"] = _check(problem is None, problem or await migrations_detail(conn))
             if problem is None:
                 checks["secret_backend"] = await _backend_check(backend, conn)
             else:

@@ -61,14 +61,22 @@ def load_migrations() -> tuple[Migration, ...]:
 
 
 def pending(applied: dict[int, tuple[str, str]], migrations: tuple[Migration, ...]) -> list[Migration]:
-    """The migrations still to apply; raises if what is applied disagrees with the files."""
+    """The migrations still to apply; raises if what is applied disagrees with the files.
+
+    Migrations numbered after the newest this release knows come from a newer release (a rolling
+    update, or a rollback): they are accepted, since every migration keeps working for the release
+    before it (docs/configuration.md). An unknown one among the known numbers is not.
+    """
     known = {m.version: m for m in migrations}
+    newest = max(known, default=0)
     for version, (name, checksum) in applied.items():
         migration = known.get(version)
-        if migration is None:
+        if migration is None and version > newest:
+            continue
+        if migration is None or migration.name != name:
             raise MigrationError(
                 f"the database has migration {version:04d}_{name}, which this version of "
-                "spacesvc does not know (is an older release running against a newer database?)"
+                "spacesvc does not know, among the ones it does (a migration from another branch?)"
             )
         if migration.checksum != checksum:
             raise MigrationError(
@@ -76,6 +84,12 @@ def pending(applied: dict[int, tuple[str, str]], migrations: tuple[Migration, ..
                 "(checksum mismatch); add a new migration instead of editing an applied one"
             )
     return [m for m in migrations if m.version not in applied]
+
+
+def newer(applied: dict[int, tuple[str, str]], migrations: tuple[Migration, ...]) -> list[str]:
+    """The applied migrations from a newer release than this one."""
+    newest = max((m.version for m in migrations), default=0)
+    return [f"{version:04d}_{name}" for version, (name, _) in sorted(applied.items()) if version > newest]
 
 
 async def applied_migrations(conn: asyncpg.Connection) -> dict[int, tuple[str, str]]:
@@ -110,3 +124,11 @@ async def check_migrations(conn: asyncpg.Connection) -> str | None:
     if todo:
         return f"{len(todo)} migration(s) pending: run `spacesvc migrate`"
     return None
+
+
+async def migrations_detail(conn: asyncpg.Connection) -> str:
+    """What /readyz says of migrations that are all applied."""
+    ahead = newer(await applied_migrations(conn), load_migrations())
+    if ahead:
+        return f"all migrations applied; {', '.join(ahead)} from a newer release too"
+    return "all migrations applied"

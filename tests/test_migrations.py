@@ -45,10 +45,26 @@ async def test_an_edited_applied_migration_is_refused(conn: asyncpg.Connection) 
         await migrate(conn)
 
 
-async def test_a_migration_unknown_to_this_version_is_refused(conn: asyncpg.Connection) -> None:
-    await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x')")
+async def test_an_unknown_migration_among_the_known_ones_is_refused(conn: asyncpg.Connection) -> None:
+    await conn.execute("DELETE FROM schema_migrations WHERE version = 2")
+    await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (2, 'other_branch', 'x')")
     with pytest.raises(MigrationError, match="does not know"):
         await migrate(conn)
+
+
+async def test_migrations_of_a_newer_release_leave_this_one_ready(
+    make_client: MakeClient, database_url: str, conn: asyncpg.Connection
+) -> None:
+    """A rolling update: the first new replica migrated; the old ones keep serving and say so."""
+    await conn.execute("INSERT INTO schema_migrations (version, name, checksum) VALUES (9999, 'future', 'x')")
+    assert await migrate(conn) == []  # an old replica restarting during the rollout starts
+    client: TestClient = await make_client(Settings(database_url=database_url, secrets=DbSettings((TEST_KEY,))))
+    resp = await client.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["checks"]["migrations"] == {
+        "ok": True,
+        "detail": "all migrations applied; 9999_future from a newer release too",
+    }
 
 
 async def test_readyz_fails_while_migrations_are_pending(make_client: MakeClient, empty_database_url: str) -> None:
