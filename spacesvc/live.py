@@ -82,6 +82,25 @@ class LiveState:
             self._config = config
         return config
 
+    def remembered_config(self) -> SpacesConfig | None:
+        """The configuration in memory if it is known fresh (None: none is, or nothing is configured)."""
+        cached = self._config
+        if self.listening and isinstance(cached, SpacesConfig):
+            return cached
+        return None
+
+    @property
+    def generation(self) -> int:
+        """Moves on with every notification and every loss of the listening connection."""
+        return self._generation
+
+    def wrote(self, config: SpacesConfig | None, generation: int) -> None:
+        """This process committed ``config`` (None: deleted): serve it from memory at once, unless a
+        notification came since ``generation`` was read before the write (then read through)."""
+        self.changed(CONFIG)
+        if self.listening and generation + 1 == self._generation:
+            self._config = config
+
     async def principal(self, app: web.Application, token: str) -> Principal:
         """The token's principal; raises tokens.InvalidToken for an unknown, revoked or expired one."""
         cached = self._tokens.get(token)

@@ -11,10 +11,9 @@ import orjson
 
 from spacesvc.audit.model import Action, Actor, AuditEntry, Resource
 
-INSERT_ENTRY = """
-INSERT INTO audit_log (action, resource_type, resource_id, actor, request_id, details)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb)
-"""
+# An entry's columns, for an INSERT with VALUES or with a SELECT (spaces.queries.FAST_UPDATE)
+INSERT_FROM = "INSERT INTO audit_log (action, resource_type, resource_id, actor, request_id, details)"
+INSERT_ENTRY = f"{INSERT_FROM} VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
 SELECT_ENTRIES = """
 SELECT id, at, action, resource_type, resource_id, actor, request_id, details::text AS details
 FROM audit_log

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -15,7 +16,6 @@ from aiohttp_apispec import docs
 from backends import SecretBackend
 from spacesvc import postgres
 from spacesvc.audit.model import Action
-from spacesvc.changes import CONFIG
 from spacesvc.http import conditional
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
@@ -26,7 +26,7 @@ from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
 from spacesvc.spaces import queries
-from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput, not_configured
+from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput, WriteOutcome, not_configured
 from spacesvc.spaces.schemas import (
     SpacesConfigEnvelopeSchema,
     SpacesConfigInput,
@@ -219,17 +219,29 @@ class SpacesSettingsView(web.View):
     async def _put(self, conditions: Preconditions) -> web.Response:
         wanted = parse_put(await read_json_object(self.request))
         self._refuse_unwritable_secret(wanted.secret, "PUT")
+        outcome = await self._write(lambda current: wanted, Action.REPLACED, conditions)
+        return self._config_response(outcome.config, status=201 if outcome.created else 200)
+
+    async def _write(
+        self, build: Callable[[SpacesConfig | None], SpacesInput], action: Action, conditions: Preconditions
+    ) -> WriteOutcome:
+        """Write through the data layer, offering it the configuration in memory, then keep what
+        was written in memory: this process sees its own write at once."""
+        live = self.request.app[LIVE]
+        generation = live.generation
         async with self.connection() as conn:
             outcome = await queries.write_config(
                 conn,
                 self.backend,
-                lambda current: wanted,
+                build,
                 actor=request_actor(self.request),
-                action=Action.REPLACED,
+                action=action,
                 preconditions=conditions,
+                remembered=live.remembered_config(),
             )
-        self.request.app[LIVE].changed(CONFIG)  # this process sees its own write at once
-        return self._config_response(outcome.config, status=201 if outcome.created else 200)
+        if outcome.changed:
+            live.wrote(outcome.config, generation)
+        return outcome
 
     @docs(
         tags=["settings"],
@@ -265,16 +277,7 @@ class SpacesSettingsView(web.View):
                 raise not_configured()
             return SpacesInput(patch.apply(current.fields), patch.secret)
 
-        async with self.connection() as conn:
-            outcome = await queries.write_config(
-                conn,
-                self.backend,
-                build,
-                actor=request_actor(self.request),
-                action=Action.PATCHED,
-                preconditions=conditions,
-            )
-        self.request.app[LIVE].changed(CONFIG)
+        outcome = await self._write(build, Action.PATCHED, conditions)
         return self._config_response(outcome.config, status=200)
 
     @docs(
@@ -294,11 +297,14 @@ class SpacesSettingsView(web.View):
         return await run_idempotently(self.request, lambda: self._delete(conditions))
 
     async def _delete(self, conditions: Preconditions) -> web.Response:
+        live = self.request.app[LIVE]
+        generation = live.generation
         async with self.connection() as conn:
             removed = await queries.delete_config(
                 conn, self.backend, actor=request_actor(self.request), preconditions=conditions
             )
-        self.request.app[LIVE].changed(CONFIG)
+        if removed is not None:
+            live.wrote(None, generation)
         if removed is None:
             raise not_configured()
         return json_response({"success": True})
