@@ -26,7 +26,7 @@ import asyncpg
 from aiohttp import web
 
 from spacesvc import postgres
-from spacesvc.changes import CHANNEL, CONFIG, TOKENS
+from spacesvc.changes import CHANNEL, CONFIG, TOKENS, config_at
 from spacesvc.spaces import queries as spaces
 from spacesvc.spaces.model import SpacesConfig
 from spacesvc.tokens import queries as tokens
@@ -68,6 +68,9 @@ class LiveState:
         self._tokens: dict[str, _Verified] = {}
         # set (and replaced) whenever the configuration may have changed: held watches wake on it
         self._config_changed = asyncio.Event()
+        # this process's writes of the configuration take turns: each starts from what the one
+        # before left in memory, instead of all racing with the same guess (spaces.queries)
+        self.writes = asyncio.Lock()
 
     # -- reads ------------------------------------------------------------------------------------
 
@@ -78,8 +81,8 @@ class LiveState:
         generation = self._generation
         async with postgres.acquire(app) as conn:
             config = await spaces.get_config(conn)
-        if self.listening and generation == self._generation:
-            self._config = config
+        if self.listening and generation == self._generation and self._config is _MISSING:
+            self._config = config  # nothing newer came (nor went) while it was read
         return config
 
     def remembered_config(self) -> SpacesConfig | None:
@@ -145,9 +148,19 @@ class LiveState:
             async with asyncio.timeout(timeout):
                 await self._config_changed.wait()
 
+    def notified(self, payload: str) -> None:
+        """A change committed somewhere: drop what it names, unless memory holds that already."""
+        at = config_at(payload)
+        cached = self._config
+        if at is not None and isinstance(cached, SpacesConfig) and cached.id == at[0] and cached.version >= at[1]:
+            # this process wrote it (or a newer one) and holds it: nothing to drop (a read from
+            # PostgreSQL in flight, maybe older, is not kept: memory is taken)
+            return
+        self.changed(payload.partition(" ")[0])
+
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
         log.debug("notified of a change: %s", payload)
-        self.changed(payload)
+        self.notified(payload)
 
     # -- the listening connection ------------------------------------------------------------------
 

@@ -12,6 +12,9 @@ import aiohttp
 import asyncpg
 import pytest
 
+from spacesvc.changes import config_at_payload
+from spacesvc.live import LiveState
+from spacesvc.spaces.model import SpacesConfig, SpacesFields
 from tests.support.api import BODY, SPACES, SPACES_ENVIRONMENTS, Tokens
 from tests.support.cli import clean_env, run
 from tests.support.postgres import free_port
@@ -158,3 +161,20 @@ async def test_a_watch_on_one_replica_is_answered_by_a_write_on_the_other(
         assert resp.headers["Preference-Applied"] == "wait=30"
     assert answered <= BOUND
     print(f"a watch on the other replica was answered {1000 * answered:.1f} ms after the write")
+
+
+async def test_a_process_keeps_what_it_wrote_when_its_own_notification_arrives(conn: asyncpg.Connection) -> None:
+    """Its notification names the version it left; memory drops only what is older than a change."""
+    now = await conn.fetchval("SELECT now()")
+    fields = SpacesFields("KEY", "ams3", None, ("backups",))
+    written = SpacesConfig("c1", fields, "db", True, None, 5, now, now, "admin")
+    live = LiveState()
+    live.listening = True
+    live.wrote(written, live.generation)
+    live.notified(config_at_payload("c1", 5))
+    assert live.remembered_config() is written
+    live.notified(config_at_payload("c1", 6))  # another process wrote after it
+    assert live.remembered_config() is None
+    live.wrote(written, live.generation)
+    live.notified(config_at_payload("c2", 1))  # deleted and created again elsewhere
+    assert live.remembered_config() is None

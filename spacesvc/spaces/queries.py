@@ -77,7 +77,7 @@ updated AS (
 audited AS (
     {audit.INSERT_FROM} SELECT $8, '{Resource.SPACES_CONFIG.value}', id::text, $5, $9, $10::jsonb FROM updated
 ),
-notified AS (SELECT pg_notify('{changes.CHANNEL}', '{changes.CONFIG}') FROM updated)
+notified AS (SELECT pg_notify('{changes.CHANNEL}', {changes.CONFIG_AT_SQL}) FROM updated)
 SELECT {config_columns("updated")}, (SELECT count(*) FROM notified) AS notified FROM updated
 """
 DELETE_CONFIG = "DELETE FROM spaces_config"
@@ -149,8 +149,8 @@ async def write_config(
         preconditions.check(current)
         desired = build(current)
         if current is None:
-            await changes.notify(conn, changes.CONFIG)
             outcome = await _create(conn, backend, desired, actor.name)
+            await changes.notify(conn, changes.config_at_payload(outcome.config.id, outcome.config.version))
             changed = [*FIELD_NAMES, *(["secretKey"] if desired.secret is not None else [])]
             await audit.record(
                 conn, Action.CREATED, Resource.SPACES_CONFIG, outcome.config.id, actor, {"fields": changed}
@@ -158,7 +158,7 @@ async def write_config(
             return outcome
         outcome = await _update(conn, backend, current, desired, actor.name)
         if outcome.changed:
-            await changes.notify(conn, changes.CONFIG)
+            await changes.notify(conn, changes.config_at_payload(outcome.config.id, outcome.config.version))
             changed = _changed_fields(current, outcome.config, secret_changed=outcome.secret_changed)
             await audit.record(conn, action, Resource.SPACES_CONFIG, current.id, actor, {"fields": changed})
         return outcome

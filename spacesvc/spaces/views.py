@@ -228,8 +228,8 @@ class SpacesSettingsView(web.View):
         """Write through the data layer, offering it the configuration in memory, then keep what
         was written in memory: this process sees its own write at once."""
         live = self.request.app[LIVE]
-        generation = live.generation
-        async with self.connection() as conn:
+        async with live.writes, self.connection() as conn:
+            generation = live.generation
             outcome = await queries.write_config(
                 conn,
                 self.backend,
@@ -239,8 +239,8 @@ class SpacesSettingsView(web.View):
                 preconditions=conditions,
                 remembered=live.remembered_config(),
             )
-        if outcome.changed:
-            live.wrote(outcome.config, generation)
+            if outcome.changed:
+                live.wrote(outcome.config, generation)
         return outcome
 
     @docs(

@@ -59,14 +59,14 @@ async def test_a_bound_token_receives_the_stored_secret_with_every_backend(
         "region": BODY["region"],
         "endpoint": f"{BODY['region']}.digitaloceanspaces.com",
         "buckets": BODY["buckets"],
-        "version": 1,
+        "version": 2,  # created, then enabled for prod
     }
     assert body["secretKey"] == secret  # compared, never printed
-    assert resp.headers["Cache-Control"] == "no-store" and resp.headers["ETag"] == '"1"'
-    unchanged = await client.get(credentials_path(prod), headers={**workload, "If-None-Match": '"1"'})
-    assert unchanged.status == 304 and await unchanged.read() == b"" and unchanged.headers["ETag"] == '"1"'
+    assert resp.headers["Cache-Control"] == "no-store" and resp.headers["ETag"] == '"2"'
+    unchanged = await client.get(credentials_path(prod), headers={**workload, "If-None-Match": '"2"'})
+    assert unchanged.status == 304 and await unchanged.read() == b"" and unchanged.headers["ETag"] == '"2"'
     await client.patch(SPACES, json={"buckets": ["archive"]}, headers=admin)
-    changed = await client.get(credentials_path(prod), headers={**workload, "If-None-Match": '"1"'})
+    changed = await client.get(credentials_path(prod), headers={**workload, "If-None-Match": '"2"'})
     assert changed.status == 200 and (await changed.json())["buckets"] == ["archive"]
 
 
@@ -118,7 +118,8 @@ async def test_every_delivery_is_audited_without_the_secret(
     token = await tokens.create("viewer", ("spaces:credentials",), environment="prod", name="backup-prod")
     for _ in range(2):
         assert (await client.get(credentials_path(prod), headers=auth(token))).status == 200
-    await client.get(credentials_path(prod), headers={**auth(token), "If-None-Match": '"1"'})  # 304: nothing delivered
+    not_modified = await client.get(credentials_path(prod), headers={**auth(token), "If-None-Match": '"2"'})
+    assert not_modified.status == 304  # nothing delivered
     rows = await conn.fetch("SELECT * FROM audit_log WHERE resource_type = 'credentials' ORDER BY id")
     assert len(rows) == 2
     for row in rows:

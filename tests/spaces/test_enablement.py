@@ -3,6 +3,9 @@ and an environment's buckets."""
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 from tests.support.api import (
@@ -93,3 +96,32 @@ async def test_an_environments_buckets_answer_only_while_spaces_is_enabled_for_i
     await enable(client, admin, prod, False)
     await assert_envelope(await client.get(path, headers=viewer), 404, "NOT_FOUND")
     await assert_envelope(await client.get(f"{ENVIRONMENTS}/nope/spaces/buckets", headers=viewer), 404, "NOT_FOUND")
+
+
+async def test_enabling_is_a_new_version_that_conditional_reads_and_watches_see(
+    client: TestClient, admin: dict, viewer: dict
+) -> None:
+    created = await client.put(SPACES, json=BODY, headers=admin)
+    prod = await create_environment(client, admin, "prod")
+    watch = client.get(SPACES, headers={**viewer, "If-None-Match": created.headers["ETag"], "Prefer": "wait=10"})
+    held = asyncio.ensure_future(watch)
+    await asyncio.sleep(0.2)
+    await enable(client, admin, prod)
+    answered = await asyncio.wait_for(held, 5)  # the watch wakes on the enablement, not after 10 s
+    assert answered.status == 200 and answered.headers["ETag"] == '"2"'
+    assert [e["environmentId"] for e in (await answered.json())["config"]["enabledEnvironments"]] == [prod]
+    stale = await client.get(SPACES, headers={**viewer, "If-None-Match": created.headers["ETag"]})
+    assert stale.status == 200  # not a 304 that would hide the enablement
+
+
+async def test_setting_the_enablement_it_already_has_changes_nothing(
+    client: TestClient, admin: dict, conn: asyncpg.Connection
+) -> None:
+    await client.put(SPACES, json=BODY, headers=admin)
+    prod = await create_environment(client, admin, "prod")
+    await enable(client, admin, prod)
+    again = await client.put(f"{SPACES_ENVIRONMENTS}/{prod}", json={"enabled": True}, headers=admin)
+    assert await again.json() == {"success": True, "enabled": True}
+    config = await (await client.get(SPACES, headers=admin)).json()
+    assert config["config"]["version"] == 2
+    assert await conn.fetchval("SELECT count(*) FROM audit_log WHERE action = 'enabled'") == 1

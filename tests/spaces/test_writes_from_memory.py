@@ -42,7 +42,9 @@ async def test_a_stale_memory_loses_no_update(client: TestClient, admin: dict, c
     assert moved.status == 200
     backend = DbSecretBackend(DbSettings((TEST_KEY,)))
 
-    outcome = await write_config(conn, backend, add_bucket("bravo"), actor=ACTOR, action=Action.PATCHED, remembered=stale)
+    outcome = await write_config(
+        conn, backend, add_bucket("bravo"), actor=ACTOR, action=Action.PATCHED, remembered=stale
+    )
 
     assert (outcome.config.version, outcome.config.fields.region) == (3, "fra1")
     assert outcome.config.fields.buckets == ("alpha", "bravo")
@@ -70,11 +72,12 @@ async def test_a_write_from_memory_is_audited_and_notified_in_its_statement(
             action=Action.PATCHED,
             remembered=remembered,
         )
-        assert await asyncio.wait_for(notified.get(), 5) == "config"
+        notification = await asyncio.wait_for(notified.get(), 5)
     finally:
         await listener.close()
     assert (outcome.config.version, outcome.config.fields.buckets) == (2, ("alpha", "bravo"))
     assert outcome.config.updated_by == "admin-token"
+    assert notification == f"config {remembered.id} 2"  # what the change left: a replica holding it keeps it
     entry = await conn.fetchrow("SELECT * FROM audit_log WHERE action = 'patched'")
     assert (entry["actor"], entry["request_id"], entry["resource_id"]) == (ACTOR.name, ACTOR.request_id, remembered.id)
 
