@@ -20,9 +20,11 @@ from spacesvc.http import idempotency
 from spacesvc.http.authentication import authentication_middleware
 from spacesvc.http.envelope import error_middleware
 from spacesvc.http.openapi import setup_openapi
-from spacesvc.http.ratelimit import RateLimits, rate_limit_middleware
+from spacesvc.http.ratelimit import rate_limit_middleware, rate_limits_ctx
 from spacesvc.http.request_context import request_context_middleware
+from spacesvc.lifecycle import setup_lifecycle
 from spacesvc.live import live_ctx
+from spacesvc.metrics import metrics_ctx, metrics_view
 from spacesvc.s3 import S3Client
 from spacesvc.settings import Settings
 from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
@@ -30,7 +32,7 @@ from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView
 from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
 from spacesvc.spaces.views import SpacesSettingsView
 from spacesvc.sweeper import sweeper_ctx
-from spacesvc.typedefs import RATE_LIMITS, S3, SECRET_BACKEND, SETTINGS
+from spacesvc.typedefs import S3, SECRET_BACKEND, SETTINGS
 
 log = logging.getLogger("spacesvc")
 
@@ -58,10 +60,18 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
-    app[RATE_LIMITS] = RateLimits.from_budgets(settings.rate_limit, settings.auth_failure_limit)
     app[S3] = S3Client()
+    setup_lifecycle(app)
     app.cleanup_ctx.extend(
-        [postgres.pool_ctx, live_ctx, secret_backend_ctx, idempotency.fingerprint_key_ctx, sweeper_ctx]
+        [
+            rate_limits_ctx,
+            postgres.pool_ctx,
+            live_ctx,
+            secret_backend_ctx,
+            idempotency.fingerprint_key_ctx,
+            sweeper_ctx,
+            metrics_ctx,
+        ]
     )
     for view in (
         SpacesSettingsView,
@@ -78,5 +88,7 @@ def create_app(settings: Settings) -> web.Application:
         app.router.add_view(view.URL_PATH, view)
     app.router.add_get("/healthz", healthz, allow_head=True)
     app.router.add_get("/readyz", readyz, allow_head=True)
+    if settings.metrics:
+        app.router.add_get("/metrics", metrics_view)
     setup_openapi(app, __version__)
     return app

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import secrets
-import signal
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
@@ -16,19 +15,16 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiohttp import web
 
 import backends
 from backends import BackendSettings, BackendUnavailable, create_backend
 from backends.db import DbSecretBackend, new_encryption_key
-from spacesvc import embedded, postgres
-from spacesvc.app import create_app
+from spacesvc import embedded, postgres, serving
 from spacesvc.audit import queries as audit
 from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.audit.views import MAX_AUDIT_PAGE
 from spacesvc.environments import queries as environments
 from spacesvc.errors import ConfigError, DomainError
-from spacesvc.http.server import Runner, event_loop_factory
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
 from spacesvc.settings import Settings
@@ -52,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="apply pending migrations, then serve the API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument(
+        "--workers", default="1", help="processes serving the port: a number, or auto (one per CPU); default 1"
+    )
 
     commands.add_parser("migrate", help="apply pending database migrations")
 
@@ -104,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         settings = embedded.resolve(settings)
         if args.command == "serve":
-            with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-                runner.run(serve(settings, args.host, args.port))
+            serve(settings, args)
         else:
             return asyncio.run(COMMANDS[(args.command, getattr(args, "action", None))](settings, args)) or 0
     except (ConfigError, MigrationError, TokenError, CommandError, DomainError) as error:
@@ -148,40 +146,34 @@ async def _apply_migrations(conn: asyncpg.Connection) -> list[str]:
     return applied
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
-    first_token = None
+async def prepare_database(settings: Settings) -> str | None:
+    """Before serving: apply pending migrations; with no token yet, create the first admin token
+    (returned, to be printed once)."""
     async with connection(settings, STARTUP_DB_WAIT_SECONDS) as conn:
         await _apply_migrations(conn)
         if await count_tokens(conn) == 0:
             # a replica starting at the same moment may create (and print) it first
             with contextlib.suppress(TokenError):
-                first_token, _ = await create_token(
+                token, _ = await create_token(
                     conn, name="admin", role="admin", scopes=list(ADMIN_SCOPES), actor=Actor("spacesvc serve")
                 )
-    runner = Runner(
-        create_app(settings), access_log=None, handle_signals=False, keepalive_timeout=settings.keepalive_timeout
-    )
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as error:
-            raise CommandError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-        base = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-        print(f"spacesvc {settings.secret_backend} backend, listening on {base}", flush=True)
-        print(f"API docs: {base}/api/docs", flush=True)
+                return token
+    return None
+
+
+def serve(settings: Settings, args: argparse.Namespace) -> None:
+    workers = serving.workers_for(args.workers)
+    first_token = asyncio.run(prepare_database(settings))
+    listen = serving.Listen(args.host, args.port)
+
+    def announce() -> None:
+        print(f"spacesvc {settings.secret_backend} backend, listening on {listen.url}", flush=True)
+        print(f"API docs: {listen.url}/api/docs", flush=True)
         if first_token is not None:
             print("First admin token (role admin, settings:read + settings:write), shown only once:", flush=True)
             print(first_token, flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        log.info("shutting down")
-    finally:
-        await runner.cleanup()
+
+    serving.run(settings, listen, workers, announce)
 
 
 async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> None:

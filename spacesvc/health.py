@@ -19,7 +19,7 @@ from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import errors, ok
 from spacesvc.migrate import check_migrations, migrations_detail
 from spacesvc.spaces import queries
-from spacesvc.typedefs import SECRET_BACKEND
+from spacesvc.typedefs import LIFECYCLE, SECRET_BACKEND
 
 READINESS_TIMEOUT = 3.0
 
@@ -95,6 +95,14 @@ async def _backend_check(backend: SecretBackend, conn: asyncpg.Connection) -> di
     responses={200: ok(ReadinessSchema, "Ready"), **errors(503)},
 )
 async def readyz(request: web.Request) -> web.Response:
+    if request.app[LIFECYCLE].draining:
+        raise ApiError(
+            ErrorCode.SERVICE_UNAVAILABLE,
+            "Not ready: shutting down.",
+            hint="This process is draining before it stops; send requests to another replica.",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            extra={"checks": {"shutdown": _check(False, "draining: finishing its requests before it stops")}},
+        )
     try:
         async with asyncio.timeout(READINESS_TIMEOUT):
             checks = await _run_checks(request)

@@ -27,6 +27,7 @@ from aiohttp import web
 
 from spacesvc import postgres
 from spacesvc.changes import CHANNEL, CONFIG, TOKENS, config_at
+from spacesvc.metrics import CACHE_READS, NOTIFICATIONS
 from spacesvc.spaces import queries as spaces
 from spacesvc.spaces.model import SpacesConfig
 from spacesvc.tokens import queries as tokens
@@ -34,6 +35,8 @@ from spacesvc.tokens.model import Principal
 from spacesvc.typedefs import LIVE, SETTINGS
 
 log = logging.getLogger("spacesvc.live")
+FROM_MEMORY = CACHE_READS.labels("memory")
+FROM_DATABASE = CACHE_READS.labels("database")
 
 # How often the listening connection is checked, and how long a check may take.
 PING_SECONDS = 5.0
@@ -71,13 +74,17 @@ class LiveState:
         # this process's writes of the configuration take turns: each starts from what the one
         # before left in memory, instead of all racing with the same guess (spaces.queries)
         self.writes = asyncio.Lock()
+        # set when the process shuts down: held watches are answered at once
+        self.stopping = False
 
     # -- reads ------------------------------------------------------------------------------------
 
     async def config(self, app: web.Application) -> SpacesConfig | None:
         cached = self._config
         if self.listening and cached is not _MISSING:
+            FROM_MEMORY.inc()
             return cached  # type: ignore[return-value]
+        FROM_DATABASE.inc()
         generation = self._generation
         async with postgres.acquire(app) as conn:
             config = await spaces.get_config(conn)
@@ -108,7 +115,9 @@ class LiveState:
         """The token's principal; raises tokens.InvalidToken for an unknown, revoked or expired one."""
         cached = self._tokens.get(token)
         if self.listening and cached is not None and cached.valid():
+            FROM_MEMORY.inc()
             return cached.principal
+        FROM_DATABASE.inc()
         generation = self._generation
         async with postgres.acquire(app) as conn:
             principal, expires_at = await tokens.authenticate(conn, token)
@@ -133,6 +142,11 @@ class LiveState:
         self._generation += 1
         self._config = _MISSING
         self._tokens.clear()
+        self._wake_watches()
+
+    def stop_watches(self) -> None:
+        """Shutting down: answer every held watch now with what is current (SPEC §10)."""
+        self.stopping = True
         self._wake_watches()
 
     def _wake_watches(self) -> None:
@@ -160,6 +174,7 @@ class LiveState:
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
         log.debug("notified of a change: %s", payload)
+        NOTIFICATIONS.inc()
         self.notified(payload)
 
     # -- the listening connection ------------------------------------------------------------------

@@ -65,6 +65,14 @@ class Settings:
     audit_retention_seconds: float = 365 * 86400.0
     # An idle keep-alive connection is closed after this long.
     keepalive_timeout: float = 75.0
+    # Where rate budgets are kept: "memory" (each process its own) or a redis:// URL (shared).
+    rate_limit_storage: str = field(default="memory", repr=False)
+    # On SIGTERM: readiness off, serve this long while load balancers notice, then stop accepting
+    # and give in-flight requests up to shutdown_timeout.
+    shutdown_delay: float = 5.0
+    shutdown_timeout: float = 30.0
+    # GET /metrics (Prometheus text format); SPACESVC_METRICS=off removes the route.
+    metrics: bool = True
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
 
@@ -91,6 +99,14 @@ class Settings:
             raise ConfigError("SPACESVC_LOG_LEVEL must be one of DEBUG, INFO, WARNING, ERROR")
         keepalive_timeout = parse_seconds(env, "SPACESVC_KEEPALIVE_TIMEOUT", default=cls.keepalive_timeout)
         audit_retention = parse_seconds(env, "SPACESVC_AUDIT_RETENTION", default=cls.audit_retention_seconds)
+        storage = _get(env, "SPACESVC_RATE_LIMIT_STORAGE") or cls.rate_limit_storage
+        if storage != "memory" and not storage.startswith(("redis://", "rediss://")):
+            raise ConfigError(
+                "SPACESVC_RATE_LIMIT_STORAGE must be memory or a redis:// (or rediss://) URL, e.g. redis://redis:6379/0"
+            )
+        metrics = (_get(env, "SPACESVC_METRICS") or "on").lower()
+        if metrics not in {"on", "off"}:
+            raise ConfigError("SPACESVC_METRICS must be on or off")
         return cls(
             database_url=database_url,
             data_dir=Path(_get(env, "SPACESVC_DATA_DIR") or cls.data_dir),
@@ -100,6 +116,10 @@ class Settings:
             auth_failure_limit=auth_failure_limit,
             keepalive_timeout=keepalive_timeout,
             audit_retention_seconds=audit_retention,
+            rate_limit_storage=storage,
+            shutdown_delay=parse_seconds(env, "SPACESVC_SHUTDOWN_DELAY", default=cls.shutdown_delay),
+            shutdown_timeout=parse_seconds(env, "SPACESVC_SHUTDOWN_TIMEOUT", default=cls.shutdown_timeout),
+            metrics=metrics == "on",
         )
 
 

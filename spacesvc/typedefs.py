@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from backends import SecretBackend
     from spacesvc.http.idempotency import FingerprintKey
     from spacesvc.http.ratelimit import RateLimits
+    from spacesvc.lifecycle import Lifecycle
     from spacesvc.live import LiveState
     from spacesvc.s3 import S3Client
     from spacesvc.settings import Settings
@@ -28,6 +29,7 @@ RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("rate_limits")
 S3: web.AppKey[S3Client] = web.AppKey("s3")
 FINGERPRINT_KEY: web.AppKey[FingerprintKey] = web.AppKey("idempotency_fingerprint_key")
 LIVE: web.AppKey[LiveState] = web.AppKey("live_state")
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

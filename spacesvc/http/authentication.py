@@ -47,8 +47,8 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
     except ApiError as error:
         failures = request.app[RATE_LIMITS].auth_failures
         if error.code is ErrorCode.UNAUTHORIZED and failures is not None:
-            decision = failures.take(request.remote or "unknown")
-            if not decision.allowed:
+            decision = await failures.take(f"address:{request.remote or 'unknown'}")
+            if decision is not None and not decision.allowed:
                 raise failures.exceeded(
                     decision, "Too many failed authentication attempts from this address."
                 ) from None

@@ -30,6 +30,7 @@ from spacesvc import postgres
 from spacesvc.errors import Unavailable
 from spacesvc.http.errors import ApiError, ErrorCode, validation_error
 from spacesvc.http.jsonio import read_body
+from spacesvc.metrics import IDEMPOTENT_REPLAYS
 from spacesvc.typedefs import FINGERPRINT_KEY, PRINCIPAL, SETTINGS
 
 log = logging.getLogger("spacesvc.idempotency")
@@ -155,6 +156,7 @@ async def run_idempotently(
         print_ = fingerprint(await app[FINGERPRINT_KEY].get(conn), request, body)
         replay = await claim(conn, principal.token_id, key, print_, lease)
     if replay is not None:
+        IDEMPOTENT_REPLAYS.inc()
         return replay.response()
     renewal = asyncio.create_task(_keep_claim(app, principal.token_id, key, lease), name="idempotency-lease")
     try:

@@ -1,73 +1,67 @@
-"""Rate limits: token buckets kept in this process, per token or per client address, and the
-middleware that spends them.
+"""Rate limits: a budget per token (or, without one, per client address), the failed-auth budget
+per address, where they are kept, and the middleware that spends them.
 
-Budgets are per process: with several replicas behind a load balancer each replica has its own
-(see docs/configuration.md for a shared budget).
+``SPACESVC_RATE_LIMIT_STORAGE`` chooses where budgets live:
+
+- ``memory`` (the default): token buckets in this process, refilled continuously. Each process
+  and replica has its own, so N processes admit up to N budgets.
+- ``redis://host:port/db``: a moving window in a Redis or Valkey server shared by every process
+  and replica (the ``limits`` library's, one Lua script per request): one budget in all. If that
+  server fails to answer within ``STORAGE_TIMEOUT``, requests are served without limiting (never
+  failed): logged once when it goes and once when it is back, counted in metrics, and not asked
+  again for ``STORAGE_RETRY_SECONDS``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from aiohttp import web
+from limits import RateLimitItemPerSecond
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
 
 from spacesvc.http.errors import ApiError, ErrorCode
 from spacesvc.http.types import Handler
-from spacesvc.settings import RateBudget
-from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS
+from spacesvc.metrics import RATE_LIMIT_STORAGE_ERRORS, RATE_LIMIT_STORAGE_UP, RATE_LIMITED
+from spacesvc.settings import RateBudget, Settings
+from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS, SETTINGS
+
+log = logging.getLogger("spacesvc.ratelimit")
 
 MAX_TRACKED_KEYS = 100_000
+# A shared storage that takes longer than this is treated as down for STORAGE_RETRY_SECONDS.
+STORAGE_TIMEOUT = 0.25
+STORAGE_RETRY_SECONDS = 1.0
 
 
 class Decision(NamedTuple):
     allowed: bool
     remaining: int
-    reset_seconds: int  # until the bucket is full again
+    reset_seconds: int  # until the budget is whole again
     retry_after: int  # until one more request is allowed (0 when allowed)
 
 
-class TokenBucket:
-    """``budget.requests`` per ``budget.seconds`` for each key, refilled continuously."""
+class Budget:
+    """``budget.requests`` per ``budget.seconds`` for each key, named ``policy`` in the headers."""
 
     def __init__(self, policy: str, budget: RateBudget) -> None:
         self.policy = policy
         self.budget = budget
-        self._rate = budget.requests / budget.seconds
         self._policy_header = f'"{policy}";q={budget.requests};w={budget.seconds}'
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._refused = RATE_LIMITED.labels(policy)
 
-    def _level(self, key: str, now: float) -> float:
-        tokens, updated = self._buckets.get(key, (float(self.budget.requests), now))
-        return min(float(self.budget.requests), tokens + (now - updated) * self._rate)
-
-    def take(self, key: str) -> Decision:
-        """Spend one request of ``key``'s budget if there is one left."""
-        now = time.monotonic()
-        tokens = self._level(key, now)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        self._store(key, tokens, now)
-        return self._decision(allowed, tokens)
-
-    def _store(self, key: str, tokens: float, now: float) -> None:
-        self._buckets[key] = (tokens, now)
-        self._buckets.move_to_end(key)
-        while len(self._buckets) > MAX_TRACKED_KEYS:
-            self._buckets.popitem(last=False)  # the least recently seen key: its bucket refills anyway
-
-    def _decision(self, allowed: bool, tokens: float) -> Decision:
-        missing = self.budget.requests - tokens
-        return Decision(
-            allowed=allowed,
-            remaining=max(int(tokens), 0),
-            reset_seconds=math.ceil(missing / self._rate),
-            retry_after=0 if allowed else math.ceil((1.0 - tokens) / self._rate),
-        )
+    async def take(self, key: str) -> Decision | None:
+        """Spend one request of ``key``'s budget if there is one left; None: the storage cannot
+        tell, serve without limiting."""
+        raise NotImplementedError
 
     def headers(self, decision: Decision) -> dict[str, str]:
         """The IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers)."""
@@ -77,6 +71,7 @@ class TokenBucket:
         }
 
     def exceeded(self, decision: Decision, message: str) -> ApiError:
+        self._refused.inc()
         return ApiError(
             ErrorCode.RATE_LIMITED,
             message,
@@ -86,37 +81,152 @@ class TokenBucket:
         )
 
 
-@dataclass(frozen=True)
-class RateLimits:
-    """The service's budgets; a None budget is switched off."""
+class TokenBucket(Budget):
+    """In this process: a bucket per key, refilled continuously."""
 
-    requests: TokenBucket | None
-    auth_failures: TokenBucket | None
+    def __init__(self, policy: str, budget: RateBudget) -> None:
+        super().__init__(policy, budget)
+        self._rate = budget.requests / budget.seconds
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    @classmethod
-    def from_budgets(cls, requests: RateBudget | None, auth_failures: RateBudget | None) -> RateLimits:
-        return cls(
-            TokenBucket("requests", requests) if requests else None,
-            TokenBucket("auth-failures", auth_failures) if auth_failures else None,
+    async def take(self, key: str) -> Decision:
+        now = time.monotonic()
+        capacity = float(self.budget.requests)
+        tokens, updated = self._buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - updated) * self._rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        self._buckets[key] = (tokens, now)
+        self._buckets.move_to_end(key)
+        if len(self._buckets) > MAX_TRACKED_KEYS:
+            self._buckets.popitem(last=False)  # the least recently seen key: its bucket refills anyway
+        return Decision(
+            allowed,
+            max(int(tokens), 0),
+            math.ceil((capacity - tokens) / self._rate),
+            0 if allowed else math.ceil((1.0 - tokens) / self._rate),
         )
 
 
+class SharedStorage:
+    """The Redis (or Valkey) server every process shares, and whether it answers now."""
+
+    def __init__(self, url: str) -> None:
+        uri = "async+" + url
+        self.storage: Any = storage_from_string(
+            uri, wrap_exceptions=True, connect_timeout=STORAGE_TIMEOUT, stream_timeout=STORAGE_TIMEOUT
+        )
+        self.limiter = MovingWindowRateLimiter(self.storage)
+        self._down_until = 0.0
+        self.up = True
+        RATE_LIMIT_STORAGE_UP.set(1)
+
+    async def decide(self, item: RateLimitItemPerSecond, key: str) -> tuple[bool, int, float] | None:
+        """(allowed, remaining, reset time) for one request of ``key``; None while it is down."""
+        if time.monotonic() < self._down_until:
+            RATE_LIMIT_STORAGE_ERRORS.inc()
+            return None
+        try:
+            async with asyncio.timeout(STORAGE_TIMEOUT * 2):
+                allowed = await self.limiter.hit(item, key)
+                reset, remaining = await self.limiter.get_window_stats(item, key)
+        except Exception as error:  # any failure of the storage: serve unlimited, never fail
+            self._went_down(error)
+            return None
+        if not self.up:
+            self.up = True
+            RATE_LIMIT_STORAGE_UP.set(1)
+            log.info("rate-limit storage answers again; budgets are shared again")
+        return allowed, remaining, reset
+
+    def _went_down(self, error: BaseException) -> None:
+        RATE_LIMIT_STORAGE_ERRORS.inc()
+        self._down_until = time.monotonic() + STORAGE_RETRY_SECONDS
+        if self.up:
+            self.up = False
+            RATE_LIMIT_STORAGE_UP.set(0)
+            log.error(
+                "rate-limit storage is not answering (%s); serving without rate limits until it does",
+                type(error).__name__,
+            )
+
+    async def close(self) -> None:
+        client = getattr(self.storage, "storage", None)
+        close = getattr(client, "aclose", None) or getattr(client, "close", None)
+        if close is not None:
+            result = close()
+            if asyncio.iscoroutine(result):
+                await result
+
+
+class SharedBudget(Budget):
+    """In the shared storage: a moving window per key, the same for every process."""
+
+    def __init__(self, policy: str, budget: RateBudget, storage: SharedStorage) -> None:
+        super().__init__(policy, budget)
+        self._storage = storage
+        self._item = RateLimitItemPerSecond(budget.requests, budget.seconds, namespace=f"spacesvc-{policy}")
+
+    async def take(self, key: str) -> Decision | None:
+        decided = await self._storage.decide(self._item, key)
+        if decided is None:
+            return None
+        allowed, remaining, reset_at = decided
+        reset_seconds = max(math.ceil(reset_at - time.time()), 0)
+        return Decision(allowed, remaining, reset_seconds, 0 if allowed else max(reset_seconds, 1))
+
+
+@dataclass(frozen=True)
+class RateLimits:
+    """The service's budgets (a None budget is switched off) and the storage they share, if any."""
+
+    requests: Budget | None
+    auth_failures: Budget | None
+    shared: SharedStorage | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RateLimits:
+        budgets = {"requests": settings.rate_limit, "auth-failures": settings.auth_failure_limit}
+        made: dict[str, Budget | None]
+        if settings.rate_limit_storage == "memory":
+            RATE_LIMIT_STORAGE_UP.set(1)
+            made = {policy: TokenBucket(policy, budget) if budget else None for policy, budget in budgets.items()}
+            return cls(made["requests"], made["auth-failures"])
+        shared = SharedStorage(settings.rate_limit_storage)
+        made = {policy: SharedBudget(policy, budget, shared) if budget else None for policy, budget in budgets.items()}
+        return cls(made["requests"], made["auth-failures"], shared)
+
+
+async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The budgets for the app's life; a shared storage's connections close with it."""
+    limits = RateLimits.from_settings(app[SETTINGS])
+    app[RATE_LIMITS] = limits
+    try:
+        yield
+    finally:
+        if limits.shared is not None:
+            await limits.shared.close()
+
+
 def _exempt(path: str) -> bool:
-    return path in ("/healthz", "/readyz") or path == "/api/docs" or path.startswith("/api/docs/")
+    return path in ("/healthz", "/readyz", "/metrics") or path == "/api/docs" or path.startswith("/api/docs/")
 
 
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Spend one request of the token's budget (or, without a token, the client address's)."""
-    bucket = request.app[RATE_LIMITS].requests
-    if bucket is None or _exempt(request.path):
+    budget = request.app[RATE_LIMITS].requests
+    if budget is None or _exempt(request.path):
         return await handler(request)
     principal = request.get(PRINCIPAL)
     key = f"token:{principal.token_id}" if principal else f"address:{request.remote}"
-    decision = bucket.take(key)
+    decision = await budget.take(key)
+    if decision is None:
+        return await handler(request)
     if not decision.allowed:
         whose = "this token" if principal else "this client address"
-        raise bucket.exceeded(decision, f"Rate limit exceeded for {whose}.")
+        raise budget.exceeded(decision, f"Rate limit exceeded for {whose}.")
     response = await handler(request)
-    response.headers.update(bucket.headers(decision))
+    response.headers.update(budget.headers(decision))
     return response

@@ -11,6 +11,7 @@ from aiohttp import web
 from spacesvc.http.errors import ClientDisconnected
 from spacesvc.http.types import Handler
 from spacesvc.logs import access_log
+from spacesvc.metrics import request_metrics
 from spacesvc.typedefs import PRINCIPAL, REQUEST_ID
 
 # The status logged for a request whose client went away before it could be answered (as nginx).
@@ -92,13 +93,15 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         status = CLIENT_CLOSED_REQUEST
         return web.Response(status=CLIENT_CLOSED_REQUEST)
     finally:
+        seconds = time.perf_counter() - started
         principal = request.get(PRINCIPAL)
         log_access(
             request_id,
             request.method,
             request.path,
             status,
-            round((time.perf_counter() - started) * 1000, 2),
+            round(seconds * 1000, 2),
             principal.name if principal else None,
             request.remote,
         )
+        request_metrics.observe(request, status, seconds)

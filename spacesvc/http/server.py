@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from spacesvc.http.errors import ApiError, internal_error, validation_error
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.request_context import log_access, new_request_id
+from spacesvc.metrics import request_metrics
 
 log = logging.getLogger("spacesvc.server")
 
@@ -128,6 +129,7 @@ class Protocol(RequestHandler):
         )
         response.force_close()
         log_access(request_id, "-", "-", error.status, 0.0, None, request.remote)
+        request_metrics.observe(request, error.status, 0.0)
         return response
 
 

@@ -26,6 +26,7 @@ from spacesvc.http.authorization import ANY_ROLE, READ, forbidden_scope, require
 from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, etag_for, not_modified, not_modified_response
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
+from spacesvc.metrics import CREDENTIAL_DELIVERIES
 from spacesvc.spaces import queries
 from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
@@ -102,6 +103,7 @@ class CredentialsView(web.View):
             await audit.record(
                 conn, Action.DELIVERED, Resource.CREDENTIALS, environment.id, request_actor(request), details
             )
+        CREDENTIAL_DELIVERIES.inc()
         fields_ = config.fields
         body = {
             "accessKey": fields_.access_key,

@@ -25,6 +25,7 @@ from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
+from spacesvc.metrics import WATCHES, WATCHES_ENDED
 from spacesvc.spaces import queries
 from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput, WriteOutcome, not_configured
 from spacesvc.spaces.schemas import (
@@ -159,7 +160,14 @@ class SpacesSettingsView(web.View):
         config = await app[LIVE].config(app)
         wait = preferred_wait(request)
         if config is not None and wait is not None and names_version(request, config.version):
-            config = await self._watch(config, wait)
+            WATCHES.inc()
+            try:
+                watched = await self._watch(config, wait)
+            finally:
+                WATCHES.dec()
+            unchanged = watched is not None and watched.version == config.version
+            WATCHES_ENDED.labels("unchanged" if unchanged else "changed").inc()
+            config = watched
             applied = {"Preference-Applied": f"wait={wait}"}
         else:
             applied = {}
@@ -177,8 +185,8 @@ class SpacesSettingsView(web.View):
         current: SpacesConfig | None = config
         while current is not None and current.version == config.version:
             left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
+            if left <= 0 or app[LIVE].stopping:
+                break  # the wait is over, or the process is shutting down: answer with what is current
             await app[LIVE].config_change(left)
             current = await app[LIVE].config(app)
         return current

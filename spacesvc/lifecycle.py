@@ -1,0 +1,39 @@
+"""Where a process is in its life, as its routes see it: serving, or draining before it stops.
+
+``spacesvc.serving`` starts the drain on SIGTERM (SPEC §10): from then on ``/readyz`` answers 503
+so load balancers stop sending, and every response closes its connection, so a keep-alive client
+(or proxy) opens its next one elsewhere instead of finding this one closed under it.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from spacesvc.typedefs import LIFECYCLE, LIVE
+
+
+class Lifecycle:
+    def __init__(self) -> None:
+        self.draining = False
+
+    def drain(self) -> None:
+        self.draining = True
+
+
+async def close_connections_while_draining(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: while draining, answer with ``Connection: close``."""
+    if request.app[LIFECYCLE].draining:
+        response.force_close()
+
+
+async def answer_held_watches(app: web.Application) -> None:
+    """on_shutdown (the listener has stopped accepting): held watches are answered now."""
+    live = app.get(LIVE)
+    if live is not None:
+        live.stop_watches()
+
+
+def setup_lifecycle(app: web.Application) -> None:
+    app[LIFECYCLE] = Lifecycle()
+    app.on_response_prepare.append(close_connections_while_draining)
+    app.on_shutdown.append(answer_held_watches)
