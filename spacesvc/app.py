@@ -30,7 +30,7 @@ from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView
 from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
 from spacesvc.spaces.views import SpacesSettingsView
 from spacesvc.sweeper import sweeper_ctx
-from spacesvc.typedefs import RATE_LIMITS, S3, SECRET_BACKEND, SETTINGS
+from spacesvc.typedefs import RATE_LIMITS, READINESS_REPORTED, S3, SECRET_BACKEND, SETTINGS
 
 log = logging.getLogger("spacesvc")
 
@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[RATE_LIMITS] = RateLimits.from_budgets(settings.rate_limit, settings.auth_failure_limit)
     app[S3] = S3Client()
+    app[READINESS_REPORTED] = {}
     app.cleanup_ctx.extend(
         [postgres.pool_ctx, live_ctx, secret_backend_ctx, idempotency.fingerprint_key_ctx, sweeper_ctx]
     )
