@@ -44,6 +44,7 @@ class OpenBao:
 
     @classmethod
     def dev_server(cls, workdir: Path, *, tls: bool = False) -> OpenBao:
+        workdir.mkdir(parents=True, exist_ok=True)
         server = cls(workdir, free_port(), dev=True, tls=tls)
         server.start()
         try:
@@ -166,3 +167,48 @@ class OpenBao:
         role_id = admin.auth.approle.read_role_id(role_name=name)["data"]["role_id"]
         secret_id = admin.auth.approle.generate_secret_id(role_name=name)["data"]["secret_id"]
         return str(role_id), str(secret_id)
+
+    # -- looking behind the service's back ------------------------------------------------------
+
+    def live_tokens(self, policy: str) -> int:
+        """How many live tokens carry ``policy`` (with the root token, through their accessors)."""
+        admin = self.admin()
+        count = 0
+        for accessor in admin.list("auth/token/accessors")["data"]["keys"]:
+            try:
+                data = admin.auth.token.lookup_accessor(accessor)["data"]
+            except hvac.exceptions.VaultError:
+                continue  # expired meanwhile
+            count += policy in (data.get("policies") or [])
+        return count
+
+    def revoke_tokens(self, policy: str) -> int:
+        """Revoke every token that carries ``policy``, as an operator would; how many were."""
+        admin = self.admin()
+        revoked = 0
+        for accessor in admin.list("auth/token/accessors")["data"]["keys"]:
+            try:
+                data = admin.auth.token.lookup_accessor(accessor)["data"]
+            except hvac.exceptions.VaultError:
+                continue
+            if policy in (data.get("policies") or []):
+                admin.auth.token.revoke_accessor(accessor)
+                revoked += 1
+        return revoked
+
+    def locked_users(self) -> int:
+        """``sys/locked-users``: how many logins Vault's user lockout holds locked now."""
+        return int(self.admin().read("sys/locked-users")["data"]["total"])
+
+    def tune_lockout(self, mount: str, *, threshold: int, duration: str, counter_reset: str) -> None:
+        """Vault's user lockout on an auth mount (default: 5 failures, 15m, counter reset 15m)."""
+        self.admin().adapter.post(
+            f"/v1/sys/auth/{mount}/tune",
+            json={
+                "user_lockout_config": {
+                    "lockout_threshold": threshold,
+                    "lockout_duration": duration,
+                    "lockout_counter_reset_duration": counter_reset,
+                }
+            },
+        )
