@@ -31,6 +31,7 @@ import asyncpg
 import hvac
 import hvac.exceptions
 import requests
+import urllib3
 
 from backends.base import BackendSettings, BackendUnavailable, Health, SecretBackend, SecretLocation
 from backends.vault_auth import NEVER, VaultSession, is_policy_denial
@@ -45,8 +46,8 @@ WORKERS = 4
 HEALTH_DEADLINE = 2.0
 REVOKE_DEADLINE = 1.0
 K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-# after the 1st, 2nd, and every later refused login in a row (see VaultSettings.login_backoff)
-LOGIN_BACKOFF = (120.0, 960.0, 3600.0)
+# after the 1st and every later refused login in a row (see VaultSettings.login_backoff)
+LOGIN_BACKOFF = (960.0, 3600.0)
 
 T = TypeVar("T")
 
@@ -71,9 +72,9 @@ class VaultSettings(BackendSettings):
     path: str = "spacesvc/spaces"
     # hvac's HTTP timeout; a call is abandoned after ``timeout + 1`` s, well inside a request's life.
     timeout: float = 3.0
-    # Seconds to wait after the 1st, 2nd, 3rd (and every later) refused login in a row. A failure
-    # counts towards Vault's lockout only within 15 minutes of the previous one: with 2 min then
-    # 16 min, one process never has more than 2 failures in a row (the threshold is 5).
+    # Seconds to wait after the 1st and every later refused login in a row. Vault counts a failure
+    # towards its lockout (5) only within 15 minutes of the previous one: 16 minutes apart, one
+    # process never has 2 in a row, and 2 replicas with the same stale credential at most 4.
     login_backoff: tuple[float, ...] = LOGIN_BACKOFF
 
     @property
@@ -562,6 +563,8 @@ class TrustStore:
     def verify(self) -> bool | str:
         config = self._config
         if config.skip_verify:
+            # said once, in the startup line; urllib3 would warn on every call
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
             return False
         if config.cacert:
             return config.cacert

