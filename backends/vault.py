@@ -402,6 +402,7 @@ class VaultSecretBackend(SecretBackend):
 
         ``sys/internal/ui/mounts/<mount>`` answers any token with a capability under the mount,
         so the least policy needs no line for it."""
+        self._kv2_confirmed = False  # until confirmed again: a mount may be replaced meanwhile
         try:
             mount = client.adapter.get(f"/v1/sys/internal/ui/mounts/{self._config.mount}")["data"]
         except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath, hvac.exceptions.InvalidRequest):

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,7 @@ class VaultSession:
         self._refusals = 0
         self._retry_at = 0.0
         self._refused: bytes | None = None
+        self._next_attempt = ""
         self.problem: str | None = None  # why authentication fails now; safe to show
 
     @property
@@ -145,7 +147,7 @@ class VaultSession:
         now = time.monotonic()
         if self._refusals and fingerprint == self._refused and now < self._retry_at:
             assert self.problem is not None
-            raise BackendUnavailable(self.problem, hint=self._refusal_hint(self._retry_at - now))
+            raise BackendUnavailable(self.problem, hint=self._refusal_hint())
         client = self.unauthenticated_client()
         try:
             if self._config.k8s_role is not None:
@@ -159,9 +161,11 @@ class VaultSession:
             self._refused = fingerprint
             delay = self._config.login_backoff[min(self._refusals, len(self._config.login_backoff)) - 1]
             self._retry_at = now + delay
+            # the same words until the next attempt: readiness and the log repeat nothing
+            self._next_attempt = datetime.fromtimestamp(time.time() + delay, UTC).strftime("%H:%M:%SZ")
             self.problem = self._refusal(error)
             log.warning("vault: %s (%d in a row; next attempt in %.0fs)", self.problem, self._refusals, delay)
-            raise BackendUnavailable(self.problem, hint=self._refusal_hint(delay)) from None
+            raise BackendUnavailable(self.problem, hint=self._refusal_hint()) from None
         self._refusals, self._refused = 0, None
         self._set_lease(int(auth["lease_duration"]), bool(auth["renewable"]))
         self.problem = None
@@ -241,7 +245,7 @@ class VaultSession:
             what = "permission denied: the credential is wrong, or the role is locked out after repeated failures"
         return f"Vault refused the {how} login ({what})"
 
-    def _refusal_hint(self, wait: float) -> str:
+    def _refusal_hint(self) -> str:
         config = self._config
         if config.k8s_role is not None:
             fix = (
@@ -258,9 +262,9 @@ class VaultSession:
             fix = "Check SPACESVC_VAULT_ROLE_ID and SPACESVC_VAULT_SECRET_ID (a new one needs a restart, or use "
             fix += "SPACESVC_VAULT_SECRET_ID_FILE)."
         return (
-            f"{fix} Logins are retried sparingly (next in {wait:.0f}s) so that Vault's user lockout (5 failures "
-            "in a row, 15 minutes apart at most) is never reached by this process; if the role is locked, "
-            "`bao read sys/locked-users` lists it and `bao write -f "
+            f"{fix} Logins are retried sparingly (next at {self._next_attempt}) so that this process never "
+            "reaches Vault's user lockout (5 failed logins, each within 15 minutes of the previous one); if the "
+            "role is locked, `bao read sys/locked-users` lists it and `bao write -f "
             "sys/locked-users/<mount_accessor>/unlock/<alias_identifier>` unlocks it."
         )
 

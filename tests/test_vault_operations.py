@@ -95,6 +95,9 @@ async def test_a_stale_secret_id_never_locks_the_role_and_a_new_one_in_the_file_
     refused = [line for line in logged(server_log, "warning") if "refused the AppRole login" in line]
     assert probes > 200 and len(refused) == 3  # logins at t=0, 3.2, 15.2 s; none within 3 s of another
     assert bao.locked_users() == 0
+    # one line per change of state, not one per probe: the refresher's error once, readiness per refusal
+    assert len(logged(server_log, "error")) == 1
+    assert len(logged(server_log, "warning", "spacesvc.readiness")) == len(refused)
 
     # a new secret-id, delivered as Vault Agent or a Kubernetes Secret would: used at once
     secret_id_file.write_text(secret_id + "\n")
