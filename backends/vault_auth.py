@@ -37,7 +37,7 @@ log = logging.getLogger("spacesvc.vault")
 
 NEVER = float("inf")
 # One way to say that a static VAULT_TOKEN came to its end, whichever side noticed first.
-TOKEN_GONE = "VAULT_TOKEN has expired or was revoked (Vault no longer knows it), and cannot be renewed or replaced"
+TOKEN_GONE = "VAULT_TOKEN has expired or was revoked (Vault does not know it), and cannot be renewed or replaced"
 REFUSED = (hvac.exceptions.Forbidden, hvac.exceptions.Unauthorized, hvac.exceptions.InvalidRequest)
 
 
