@@ -113,6 +113,34 @@ async def test_a_stale_secret_id_never_locks_the_role_and_a_new_one_in_the_file_
     assert bao.locked_users() == 1
 
 
+async def test_two_replicas_with_the_same_stale_secret_id_stay_under_the_lockout_together(
+    make_client: MakeClient, settings: Settings, own_openbao: OpenBao, tmp_path: Path, name: str
+) -> None:
+    """Time scaled down 100 times (OpenBao keeps failure times in whole seconds: a finer scale would
+    blur its 15 minutes): failures each within 9 s of the previous one lock, the back-off is 9.6 s,
+    then 36 s. The second replica starts half a back-off after the first, so that their refusals
+    interleave as closely as they can: 4 in a row (a back-off of 1.2 s, then 9.6 s would make 6)."""
+    bao = own_openbao
+    role_id, _ = bao.approle(name, ["default"])
+    bao.tune_lockout("approle", threshold=5, duration="10m", counter_reset="9s")
+    secret_id_file = tmp_path / "secret-id"
+    secret_id_file.write_text("a-secret-id-that-was-destroyed\n")
+    config = VaultSettings(
+        addr=bao.addr, role_id=role_id, secret_id_file=str(secret_id_file), timeout=2.0, login_backoff=(9.6, 36.0)
+    )
+    first = await make_client(settings.with_changes(secrets=config))
+    started = time.monotonic()
+    second: TestClient | None = None
+    while time.monotonic() < started + 17:
+        if second is None and time.monotonic() >= started + 4.8:
+            second = await make_client(settings.with_changes(secrets=config))
+        for replica in (first, second):
+            if replica is not None:
+                assert (await replica.get("/readyz")).status == 503
+        await asyncio.sleep(0.05)
+    assert bao.locked_users() == 0  # refusals at t=0, 4.8, 9.6, 14.4 s
+
+
 # -- 3. revoked and expired tokens ----------------------------------------------------------------
 
 
