@@ -25,7 +25,7 @@ from backends.base import (
 )
 from spacesvc.errors import ConfigError
 
-INFRASTRUCTURE = frozenset({"base"})
+INFRASTRUCTURE = frozenset({"base", "vault_auth"})  # modules that are not backends
 
 
 @functools.cache

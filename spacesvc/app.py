@@ -32,7 +32,7 @@ from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView
 from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
 from spacesvc.spaces.views import SpacesSettingsView
 from spacesvc.sweeper import sweeper_ctx
-from spacesvc.typedefs import S3, SECRET_BACKEND, SETTINGS
+from spacesvc.typedefs import READINESS_REPORTED, S3, SECRET_BACKEND, SETTINGS
 
 log = logging.getLogger("spacesvc")
 
@@ -62,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[S3] = S3Client()
     setup_lifecycle(app)
+    app[READINESS_REPORTED] = {}
     app.cleanup_ctx.extend(
         [
             rate_limits_ctx,

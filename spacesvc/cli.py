@@ -283,11 +283,9 @@ async def cmd_secrets_verify(settings: Settings, args: argparse.Namespace) -> in
             if config is None:
                 print("nothing is configured: there is no stored secretKey to verify")
                 return 1
-            if config.secret_backend != backend.name:
-                print(
-                    f"not verified: the stored secretKey is in the {config.secret_backend} backend, but "
-                    f"SPACESVC_SECRET_BACKEND is {backend.name}"
-                )
+            elsewhere = queries.held_elsewhere(config, backend)
+            if elsewhere is not None:
+                print(f"not verified: {elsewhere.message} ({elsewhere.hint})")
                 return 1
             try:
                 secret = await backend.read(conn, config.secret_location)

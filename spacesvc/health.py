@@ -6,12 +6,11 @@ import asyncio
 import logging
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 from aiohttp_apispec import docs
 from marshmallow import Schema, fields
 
-from backends import BackendUnavailable, Health, SecretBackend
+from backends import BackendUnavailable, Health
 from spacesvc import postgres
 from spacesvc.errors import Unavailable
 from spacesvc.http.errors import RETRY_AFTER_SECONDS, ApiError, ErrorCode
@@ -19,9 +18,12 @@ from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import errors, ok
 from spacesvc.migrate import check_migrations, migrations_detail
 from spacesvc.spaces import queries
-from spacesvc.typedefs import LIFECYCLE, SECRET_BACKEND
+from spacesvc.typedefs import LIFECYCLE, READINESS_REPORTED, SECRET_BACKEND
 
+# The whole answer within READINESS_TIMEOUT; each check, run side by side, within CHECK_BUDGET,
+# so that a hung dependency is reported as itself (a secret backend bounds its own calls below it).
 READINESS_TIMEOUT = 3.0
+CHECK_BUDGET = 2.5
 
 log = logging.getLogger("spacesvc.readiness")
 
@@ -49,43 +51,70 @@ def _check(ok: bool, detail: str) -> dict[str, Any]:
     return {"ok": ok, "detail": detail}
 
 
-async def _run_checks(request: web.Request) -> dict[str, dict[str, Any]]:
-    app = request.app
-    backend = app[SECRET_BACKEND]
-    checks: dict[str, dict[str, Any]] = {}
-    try:
-        async with postgres.acquire(app) as conn:
-            await conn.fetchval("SELECT 1")
-            checks["database"] = _check(True, "PostgreSQL answers")
-            problem = await check_migrations(conn)
-            checks["migrations"] = _check(problem is None, problem or await migrations_detail(conn))
-            if problem is None:
-                checks["secret_backend"] = await _backend_check(backend, conn)
-            else:
-                checks["secret_backend"] = _check(False, "not checked: the schema is not migrated")
-    except Unavailable:
-        checks["database"] = _check(False, "PostgreSQL is not reachable")
-    for name in ("migrations", "secret_backend"):
-        checks.setdefault(name, _check(False, "not checked: the database is not reachable"))
+async def _run_checks(app: web.Application) -> dict[str, dict[str, Any]]:
+    database, backend = await asyncio.gather(_database_checks(app), _secret_backend_check(app))
+    checks = {**database, "secret_backend": backend}
+    _log_changes(app, checks)
     return checks
 
 
-async def _backend_check(backend: SecretBackend, conn: asyncpg.Connection) -> dict[str, Any]:
+async def _database_checks(app: web.Application) -> dict[str, dict[str, Any]]:
     try:
-        health = await backend.health(conn)
-    except BackendUnavailable as error:
-        health = Health(False, str(error))
-    config = await queries.get_config(conn)
-    if health.ok and config is not None and config.secret_stored and config.secret_backend != backend.name:
-        health = Health(
-            False,
-            f"the stored secretKey is in the {config.secret_backend} backend, not here: run "
-            f"`spacesvc secrets migrate --to {backend.name}` with SPACESVC_SECRET_BACKEND={config.secret_backend}, "
-            "then restart",
-        )
-    if not health.ok:
-        log.warning("secret backend not ready: %s", health.detail, extra={"backend": backend.name})
+        async with asyncio.timeout(CHECK_BUDGET):
+            async with postgres.acquire(app) as conn:
+                await conn.fetchval("SELECT 1")
+                problem = await check_migrations(conn)
+                detail = problem or await migrations_detail(conn)
+    except (Unavailable, TimeoutError) as error:
+        why = "is not reachable" if isinstance(error, Unavailable) else f"did not answer within {CHECK_BUDGET:g}s"
+        return {
+            "database": _check(False, f"PostgreSQL {why}"),
+            "migrations": _check(False, "not checked: the database is not reachable"),
+        }
+    return {
+        "database": _check(True, "PostgreSQL answers"),
+        "migrations": _check(problem is None, detail),
+    }
+
+
+async def _secret_backend_check(app: web.Application) -> dict[str, Any]:
+    backend = app[SECRET_BACKEND]
+    waiting_for = "the database"
+    try:
+        async with asyncio.timeout(CHECK_BUDGET):
+            async with postgres.acquire(app) as conn:
+                if await check_migrations(conn) is not None:
+                    return _check(False, "not checked: the schema is not migrated")
+                waiting_for = f"the {backend.name} backend"
+                try:
+                    health = await backend.health(conn)
+                except BackendUnavailable as error:
+                    health = Health(False, str(error))
+                waiting_for = "the database"
+                config = await queries.get_config(conn)
+    except Unavailable:
+        return _check(False, "not checked: the database is not reachable")
+    except TimeoutError:
+        return _check(False, f"{backend.name}: not checked within {CHECK_BUDGET:g}s (waiting for {waiting_for})")
+    elsewhere = queries.held_elsewhere(config, backend) if health.ok and config is not None else None
+    if elsewhere is not None:
+        health = Health(False, f"{elsewhere.message} {elsewhere.hint}")
     return _check(health.ok, f"{backend.name}: {health.detail}")
+
+
+def _log_changes(app: web.Application, checks: dict[str, dict[str, Any]]) -> None:
+    """One line when a check starts failing or changes its reason, one when it passes again:
+    probes every few seconds must not repeat the same line."""
+    reported = app[READINESS_REPORTED]
+    for name, check in checks.items():
+        detail = None if check["ok"] else check["detail"]
+        if detail == reported.get(name):
+            continue
+        if detail is not None:
+            log.warning("%s not ready: %s", name.replace("_", " "), detail, extra={"check": name})
+        elif reported.get(name) is not None:
+            log.info("%s ready again", name.replace("_", " "), extra={"check": name})
+        reported[name] = detail
 
 
 @docs(
@@ -105,9 +134,9 @@ async def readyz(request: web.Request) -> web.Response:
         )
     try:
         async with asyncio.timeout(READINESS_TIMEOUT):
-            checks = await _run_checks(request)
-    except TimeoutError:
-        checks = {"database": _check(False, f"the checks did not finish within {READINESS_TIMEOUT:g}s")}
+            checks = await _run_checks(request.app)
+    except TimeoutError:  # each check keeps its own budget; this is the last resort
+        checks = {"readiness": _check(False, f"the checks did not finish within {READINESS_TIMEOUT:g}s")}
     failing = sorted(name for name, check in checks.items() if not check["ok"])
     if not failing:
         return json_response({"status": "ready", "checks": checks})

@@ -23,7 +23,8 @@ class Lifecycle:
 async def close_connections_while_draining(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: while draining, answer with ``Connection: close``."""
     if request.app[LIFECYCLE].draining:
-        response.force_close()
+        response.force_close()  # the server closes the connection after this response ...
+        response.headers["Connection"] = "close"  # ... and says so (the hook runs after aiohttp set it)
 
 
 async def answer_held_watches(app: web.Application) -> None:

@@ -30,6 +30,8 @@ S3: web.AppKey[S3Client] = web.AppKey("s3")
 FINGERPRINT_KEY: web.AppKey[FingerprintKey] = web.AppKey("idempotency_fingerprint_key")
 LIVE: web.AppKey[LiveState] = web.AppKey("live_state")
 LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
+# /readyz: the failing detail last logged per check (None: passing), to log changes only
+READINESS_REPORTED: web.AppKey[dict[str, str | None]] = web.AppKey("readiness_reported")
 
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

@@ -60,7 +60,9 @@ async def test_a_secret_left_in_another_backend_fails_readiness_and_is_not_relab
     switched = await make_client(settings.with_changes(secrets=EnvSettings("from-env-value")))
 
     body = await assert_envelope(await switched.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
-    assert "spacesvc secrets migrate --to env" in body["checks"]["secret_backend"]["detail"]
+    detail = body["checks"]["secret_backend"]["detail"]
+    assert "set SPACESVC_SECRET_BACKEND=db here and restart" in detail
+    assert "migrate --to env" not in detail  # env is read-only: no command can move a secret there
 
     # a change of the other fields keeps the row pointing at where its secret really is
     resp = await switched.patch(SPACES, json={"region": "nyc3"}, headers=admin)

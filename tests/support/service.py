@@ -14,7 +14,8 @@ from tests.support.cli import SPACESVC
 class Serve:
     """`spacesvc serve --port PORT` with ``env``; collects stdout until it prints the docs URL.
 
-    Its log (stderr) goes to a file, which no amount of logging can fill up and block.
+    Its log (stderr) goes to a file, which no amount of logging can fill up and block. Unless
+    ``env`` says otherwise, it stops without the shutdown delay (tests/test_fleet.py tests that).
     """
 
     def __init__(self, env: Mapping[str, str], port: int, *extra: str) -> None:
@@ -23,7 +24,7 @@ class Serve:
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - kept until stop() reads it
         self.process = subprocess.Popen(
             [SPACESVC, "serve", "--port", str(port), *extra],
-            env=dict(env),
+            env={"SPACESVC_SHUTDOWN_DELAY": "0s", **env},
             stdout=subprocess.PIPE,
             stderr=self._log,
             text=True,

@@ -1,0 +1,209 @@
+"""Running a fleet (SPEC §10): budgets shared in Redis across processes, `serve --workers`, a
+drained shutdown (also behind a real HAProxy, under load), and the metrics that show it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from tests.support.api import BODY, SPACES, Tokens, auth
+from tests.support.cli import clean_env
+from tests.support.haproxy import HAProxy
+from tests.support.postgres import free_port
+from tests.support.redis import RedisServer
+from tests.support.secrecy import TEST_KEY, keys_env
+from tests.support.service import Serve
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def service_env(database_url: str, **variables: str) -> dict[str, str]:
+    return clean_env(SPACESVC_DATABASE_URL=database_url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY), **variables)
+
+
+def log_lines(log: str) -> list[dict]:
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text ``text`` (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_three_processes_share_one_budget_in_redis(database_url: str, tokens: Tokens, redis: RedisServer) -> None:
+    budget = 90
+    env = service_env(database_url, SPACESVC_RATE_LIMIT=f"{budget}/60", SPACESVC_RATE_LIMIT_STORAGE=redis.url)
+    servers = [Serve(env, free_port()) for _ in range(3)]
+    try:
+        headers = auth(await tokens.create("viewer"))
+        async with aiohttp.ClientSession(headers=headers) as http:
+
+            async def hammer(server: Serve) -> list[int]:
+                statuses = []
+                for _ in range(60):
+                    async with http.get(f"{server.url}{SPACES}") as resp:
+                        statuses.append(resp.status)
+                return statuses
+
+            results = await asyncio.gather(*(hammer(server) for server in servers))
+        admitted = sum(status == 200 for statuses in results for status in statuses)
+        refused = sum(status == 429 for statuses in results for status in statuses)
+        print(f"one budget of {budget} across 3 processes: {admitted} admitted of {3 * 60}")
+        assert abs(admitted - budget) <= budget * 0.1
+        assert admitted + refused == 3 * 60  # nothing else: no 500, no 503
+        assert all(200 in statuses for statuses in results)  # each process spent from the one budget
+    finally:
+        for server in servers:
+            server.stop()
+
+
+async def test_the_storage_going_away_serves_unlimited_logs_once_and_comes_back(
+    database_url: str, tokens: Tokens, redis: RedisServer
+) -> None:
+    env = service_env(database_url, SPACESVC_RATE_LIMIT="5/60", SPACESVC_RATE_LIMIT_STORAGE=redis.url)
+    server = Serve(env, free_port())
+    try:
+        async with aiohttp.ClientSession(headers=auth(await tokens.create("viewer"))) as http:
+            async with http.get(f"{server.url}{SPACES}") as resp:
+                assert resp.status == 200 and resp.headers["RateLimit"].startswith('"requests";r=4;')
+            redis.stop()
+            statuses = []
+            for _ in range(30):  # far over the budget of 5: served, unlimited, never failed
+                async with http.get(f"{server.url}{SPACES}") as resp:
+                    statuses.append(resp.status)
+                    assert "RateLimit" not in resp.headers
+            assert statuses == [200] * 30
+            async with http.get(f"{server.url}/metrics") as resp:
+                assert metric(await resp.text(), "spacesvc_rate_limit_storage_errors_total") >= 30
+                # (read with the storage down: /metrics is never rate limited)
+            redis.start()  # empty again, as after a restart of a cache
+            await asyncio.sleep(1.5)
+            async with http.get(f"{server.url}{SPACES}") as resp:
+                assert resp.status == 200 and resp.headers["RateLimit"].startswith('"requests";r=4;')
+            async with http.get(f"{server.url}/metrics") as resp:
+                assert metric(await resp.text(), "spacesvc_rate_limit_storage_up") == 1
+    finally:
+        log = server.stop()
+    messages = [line["msg"] for line in log_lines(log) if line["logger"] == "spacesvc.ratelimit"]
+    assert len(messages) == 2, messages  # one line when it went, one when it came back
+    assert "serving without rate limits" in messages[0] and "answers again" in messages[1]
+    assert redis.url not in log
+    assert "Traceback" not in log
+
+
+async def test_workers_serve_one_port_and_their_metrics_add_up(database_url: str) -> None:
+    env = service_env(database_url, SPACESVC_SHUTDOWN_DELAY="0.2s")
+    server = Serve(env, free_port(), "--workers", "2")
+    try:
+        workers = [
+            child
+            for child in psutil.Process(server.process.pid).children()
+            if "spawn_main" in " ".join(child.cmdline())
+        ]
+        assert len(workers) == 2
+        for _ in range(40):  # a new connection each time: the kernel spreads them over the workers
+            async with aiohttp.ClientSession() as http, http.get(f"{server.url}/healthz") as resp:
+                assert resp.status == 200
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
+            text = await resp.text()
+        served = metric(text, "spacesvc_http_requests_total", method="GET", route="/healthz", status="200")
+        assert served == 40  # whichever worker answered /metrics counts them all
+        pids = {
+            line.split('pid="')[1].split('"')[0] for line in text.splitlines() if "spacesvc_cache_listening{" in line
+        }
+        assert len(pids) == 2  # each worker has its own listening connection
+    finally:
+        log = server.stop()
+    assert server.process.returncode == 0
+    assert any("budgets are kept per process: 2 workers" in line["msg"] for line in log_lines(log))
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers)
+
+
+async def test_sigterm_drains_readiness_off_first_then_watches_answered_then_exit_0(
+    database_url: str, tokens: Tokens
+) -> None:
+    server = Serve(service_env(database_url, SPACESVC_SHUTDOWN_DELAY="2s"), free_port())
+    try:
+        async with aiohttp.ClientSession(headers=auth(await tokens.create("admin"))) as http:
+            async with http.put(f"{server.url}{SPACES}", json=BODY) as resp:
+                etag = resp.headers["ETag"]
+            watch = asyncio.ensure_future(
+                http.get(f"{server.url}{SPACES}", headers={"If-None-Match": etag, "Prefer": "wait=60"})
+            )
+            await asyncio.sleep(0.3)
+            server.process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            await asyncio.sleep(0.3)
+            async with http.get(f"{server.url}/readyz") as resp:
+                assert resp.status == 503 and (await resp.json())["message"] == "Not ready: shutting down."
+            async with http.get(f"{server.url}{SPACES}") as resp:  # still serving during the delay ...
+                assert resp.status == 200 and resp.headers["Connection"] == "close"  # ... closing as it goes
+            held = await asyncio.wait_for(watch, 10)
+            assert held.status == 304  # answered at shutdown, not after its 60 s
+            assert 2 <= time.monotonic() - started < 8
+    finally:
+        server.stop()
+    assert server.process.returncode == 0
+
+
+async def test_a_replica_restarted_behind_haproxy_under_load_fails_no_request(
+    database_url: str, tokens: Tokens, tmp_path: Path
+) -> None:
+    env = service_env(database_url, SPACESVC_SHUTDOWN_DELAY="2s", SPACESVC_RATE_LIMIT="off")
+    replicas = [Serve(env, free_port()) for _ in range(2)]
+    proxy = HAProxy(tmp_path, [replica.port for replica in replicas])
+    token = await tokens.create("admin")
+    outcomes: dict[str, int] = {}
+    stop = asyncio.Event()
+    try:
+        async with aiohttp.ClientSession(headers=auth(token)) as http:
+            async with http.put(f"{proxy.url}{SPACES}", json=BODY) as resp:
+                assert resp.status == 201
+            await asyncio.sleep(1)  # both replicas checked healthy
+
+            etag = resp.headers["ETag"]
+
+            async def client(watching: bool) -> None:
+                # one keep-alive connection per client, as a busy API client holds it; some
+                # clients watch (each request held for a second), the others read
+                held = {"If-None-Match": etag, "Prefer": "wait=1"} if watching else {}
+                async with aiohttp.ClientSession(headers={**auth(token), **held}) as own:
+                    while not stop.is_set():
+                        try:
+                            async with own.get(f"{proxy.url}{SPACES}") as resp:
+                                await resp.read()
+                                key = str(resp.status)
+                        except aiohttp.ClientError as error:
+                            key = type(error).__name__
+                        outcomes[key] = outcomes.get(key, 0) + 1
+
+            load = [asyncio.create_task(client(watching=i < 5)) for i in range(20)]
+            await asyncio.sleep(1.5)
+            before = sum(outcomes.values())
+            replicas[0].process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(5)  # its delay, its drain, and some more on the other replica
+            stop.set()
+            await asyncio.gather(*load)
+    finally:
+        proxy.stop()
+        for replica in replicas:
+            replica.stop()
+    print(f"drained restart behind HAProxy, 15 reading and 5 watching keep-alive clients: {outcomes}")
+    assert set(outcomes) == {"200", "304"}, outcomes  # reads, and watches answered (also at shutdown)
+    assert outcomes["200"] > before > 100
+    assert replicas[0].process.returncode == 0
