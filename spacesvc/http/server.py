@@ -72,11 +72,12 @@ class Protocol(RequestHandler):
         self._header_deadline: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
-        idle = self._waiter is not None and not self._waiter.done()
         super().data_received(data)
-        if self._messages or not idle:
+        if self._messages or self._request_in_progress:
+            # a whole head arrived, or this is a body being read: no head is pending
             self._cancel_header_deadline()
         elif self._header_deadline is None:
+            # part of a head (also on a connection so new its handler has not started waiting)
             self._header_deadline = self._loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -90,7 +91,7 @@ class Protocol(RequestHandler):
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
-        if self._waiter is not None and not self._waiter.done() and not self._messages:
+        if not self._messages and not self._request_in_progress:
             log.info("closed a connection whose request head took over %gs", HEADER_TIMEOUT)
             self.force_close()
 
