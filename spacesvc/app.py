@@ -53,7 +53,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
         # outermost first
         middlewares=[
-            request_context_middleware,
+            request_context_middleware(metrics=settings.metrics),
             error_middleware,
             authentication_middleware,
             rate_limit_middleware,

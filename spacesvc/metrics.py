@@ -18,6 +18,7 @@ import os
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from aiohttp_apispec import docs
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -106,8 +107,15 @@ def route_template(request: web.BaseRequest) -> str:
 request_metrics = RequestMetrics()
 
 
+@docs(
+    tags=["health"],
+    summary="Prometheus metrics (text format); SPACESVC_METRICS=off removes the route",
+    operationId="metrics",
+    responses={200: {"description": "The metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics_view(request: web.Request) -> web.Response:
     """GET /metrics: the Prometheus text format, every worker's figures added up."""
+    refresh(request.app)  # this process's own gauges as of now (the others' as of their last refresh)
     if MULTIPROCESS:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

@@ -7,6 +7,7 @@ import random
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from spacesvc.http.errors import ClientDisconnected
 from spacesvc.http.types import Handler
@@ -76,32 +77,42 @@ def log_access(
     )
 
 
-@web.middleware
-async def request_context_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id, echo it in X-Request-ID, and log one line when it ends."""
-    request_id = new_request_id()
-    request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        response.headers["X-Request-ID"] = request_id
-        return response
-    except ClientDisconnected:
-        # not a server error: there is no one left to answer
-        status = CLIENT_CLOSED_REQUEST
-        return web.Response(status=CLIENT_CLOSED_REQUEST)
-    finally:
-        seconds = time.perf_counter() - started
-        principal = request.get(PRINCIPAL)
-        log_access(
-            request_id,
-            request.method,
-            request.path,
-            status,
-            round(seconds * 1000, 2),
-            principal.name if principal else None,
-            request.remote,
-        )
-        request_metrics.observe(request, status, seconds)
+def request_context_middleware(*, metrics: bool) -> Middleware:
+    """The outermost middleware; with ``metrics``, each answered request is also counted and timed."""
+    observe = request_metrics.observe if metrics else _not_observed
+
+    @web.middleware
+    async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Give every request an id, echo it in X-Request-ID, and log one line when it ends."""
+        request_id = new_request_id()
+        request[REQUEST_ID] = request_id
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            response.headers["X-Request-ID"] = request_id
+            return response
+        except ClientDisconnected:
+            # not a server error: there is no one left to answer
+            status = CLIENT_CLOSED_REQUEST
+            return web.Response(status=CLIENT_CLOSED_REQUEST)
+        finally:
+            seconds = time.perf_counter() - started
+            principal = request.get(PRINCIPAL)
+            log_access(
+                request_id,
+                request.method,
+                request.path,
+                status,
+                round(seconds * 1000, 2),
+                principal.name if principal else None,
+                request.remote,
+            )
+            observe(request, status, seconds)
+
+    return request_context
+
+
+def _not_observed(request: web.BaseRequest, status: int, seconds: float) -> None:
+    pass
