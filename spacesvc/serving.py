@@ -44,6 +44,9 @@ from spacesvc.typedefs import LIFECYCLE
 
 log = logging.getLogger("spacesvc")
 
+# Connections the kernel queues before the process accepts them (capped by net.core.somaxconn):
+# aiohttp's 128 drops a burst of clients (thousands of watchers reconnecting) into SYN retries.
+LISTEN_BACKLOG = 2048
 # A worker that dies on its own is started again after this long.
 RESTART_SECONDS = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -101,7 +104,9 @@ async def serve(settings: Settings, listen: Listen, announce: Callable[[], None]
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, listen.host, listen.port, reuse_port=listen.reuse_port or None)
+        site = web.TCPSite(
+            runner, listen.host, listen.port, reuse_port=listen.reuse_port or None, backlog=LISTEN_BACKLOG
+        )
         try:
             await site.start()
         except OSError as error:
