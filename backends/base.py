@@ -91,6 +91,10 @@ class SecretBackend(ABC):
     variables: ClassVar[tuple[str, ...]]
     settings_class: ClassVar[type[BackendSettings]]
     writable: ClassVar[bool] = True
+    # Whether the secret changes only with the configuration's version (a new version is a new
+    # write through this service), so a process may keep what it read per version. A backend
+    # others can change or revoke behind the service's back (Vault) reads on every delivery.
+    secret_follows_version: ClassVar[bool] = False
     # Shown as the hint when a client sends a secret to a backend that is not writable.
     read_only_hint: ClassVar[str | None] = None
 

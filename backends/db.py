@@ -120,6 +120,7 @@ class DbSecretBackend(SecretBackend):
     summary: ClassVar[str] = "AES-256-GCM encrypted in PostgreSQL, beside the configuration (the default)"
     variables: ClassVar[tuple[str, ...]] = (KEYS_VARIABLE,)
     settings_class: ClassVar[type[BackendSettings]] = DbSettings
+    secret_follows_version: ClassVar[bool] = True
     writable: ClassVar[bool] = True
 
     def __init__(self, settings: DbSettings) -> None:

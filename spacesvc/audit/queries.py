@@ -23,6 +23,13 @@ WHERE ($1::bigint IS NULL OR id < $1)
 ORDER BY id DESC
 LIMIT $4
 """
+# A credential delivery, recorded with the environment's name, if the environment still exists.
+INSERT_DELIVERY = f"""
+{INSERT_FROM}
+SELECT '{Action.DELIVERED.value}', '{Resource.CREDENTIALS.value}', e.id::text, $2, $3,
+       jsonb_build_object('environment', e.name, 'token', $4::text, 'version', $5::int)
+FROM environments e WHERE e.id = $1::uuid
+"""
 DELETE_OLDER = "DELETE FROM audit_log WHERE at < now() - $1::interval"
 
 
@@ -44,6 +51,15 @@ async def record(
         actor.request_id,
         orjson.dumps(details or {}).decode(),
     )
+
+
+async def record_delivery(
+    conn: asyncpg.Connection, environment_id: str, actor: Actor, token: str, version: int
+) -> bool:
+    """Record that ``token`` received the credentials of ``version`` in the environment, in one
+    statement; False when the environment no longer exists (nothing recorded)."""
+    status = await conn.execute(INSERT_DELIVERY, environment_id, actor.name, actor.request_id, token, version)
+    return status.endswith(" 1")
 
 
 async def entries(

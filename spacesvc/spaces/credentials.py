@@ -4,7 +4,12 @@
 Both answer only when the configuration is enabled for the environment (BRIDGEPORT's
 ``getSpacesConfigForEnvironment``). The credentials need a token with the scope
 ``spaces:credentials`` bound to that environment, whatever its role: the secret stays write-only
-for people. Each delivery is audited in the transaction that reads the secret.
+for people. Each delivery is recorded in the audit trail before it is answered.
+
+A delivery reads what it can from memory: the configuration and its enablement (``spacesvc.live``),
+and, from a backend whose secret changes only with the configuration's version (``db``), the secret
+read for that version; then one statement records it. Anything memory cannot vouch for (not
+configured, not enabled, an environment gone) is decided by the database.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from aiohttp import web
 from aiohttp_apispec import docs
 from marshmallow import Schema, fields
 
+from backends import SecretBackend
 from spacesvc import postgres
 from spacesvc.audit import queries as audit
-from spacesvc.audit.model import Action, Resource
 from spacesvc.environments import queries as environments
 from spacesvc.environments.model import Environment
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
@@ -32,7 +37,7 @@ from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
 from spacesvc.spaces.schemas import BucketListSchema
 from spacesvc.tokens.model import CREDENTIALS_SCOPE
-from spacesvc.typedefs import PRINCIPAL, SECRET_BACKEND
+from spacesvc.typedefs import LIVE, PRINCIPAL, SECRET_BACKEND
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -46,13 +51,39 @@ class CredentialsSchema(Schema):
     version = fields.Integer(required=True)
 
 
+def enabled_for(config: SpacesConfig, environment_id: str) -> bool:
+    return any(item.environment_id == environment_id and item.enabled for item in config.enabled_environments)
+
+
+class SecretsByVersion:
+    """The secret of the configuration in memory, read once per version from a backend whose
+    secret changes only with the version (``SecretBackend.secret_follows_version``); from any
+    other backend, read on every delivery, so its outages and revocations show at once."""
+
+    def __init__(self) -> None:
+        self._key: tuple[SpacesConfig, SecretBackend] | None = None
+        self._secret: str | None = None
+
+    async def read(self, conn: asyncpg.Connection, backend: SecretBackend, config: SpacesConfig) -> str | None:
+        key = self._key
+        if key is not None and key[0] is config and key[1] is backend:
+            return self._secret
+        secret = await queries.stored_secret(conn, backend, config)
+        if backend.secret_follows_version:
+            self._key, self._secret = (config, backend), secret
+        return secret
+
+
+secrets_by_version = SecretsByVersion()
+
+
 async def enabled_config(conn: asyncpg.Connection, environment_id: str) -> tuple[Environment, SpacesConfig]:
     """The environment and the configuration, when the configuration is enabled for it; else NotFound."""
     environment = await environments.get(conn, environment_id)
     config = await queries.get_config(conn)
     if config is None:
         raise not_configured()
-    if not any(item.environment_id == environment.id and item.enabled for item in config.enabled_environments):
+    if not enabled_for(config, environment.id):
         raise NotFound(
             f"Spaces is not enabled for the environment {environment.name}.",
             hint="An admin enables it with PUT /api/settings/spaces/environments/{environmentId}.",
@@ -88,21 +119,25 @@ class CredentialsView(web.View):
                 "Only a token with the scope spaces:credentials, bound to this environment, reads its credentials.",
                 hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
             )
-        backend = request.app[SECRET_BACKEND]
-        async with postgres.acquire(request.app) as conn, conn.transaction():
-            environment, config = await enabled_config(conn, environment_id)
-            if not_modified(request, config.version):
-                return not_modified_response(config.version, NO_STORE)
-            secret = await queries.stored_secret(conn, backend, config)
+        app = request.app
+        backend = app[SECRET_BACKEND]
+        config = await app[LIVE].config(app)
+        if config is None or not enabled_for(config, environment_id):
+            async with postgres.acquire(app) as conn:  # the database's answer: which 404, or go on
+                _, config = await enabled_config(conn, environment_id)
+        if not_modified(request, config.version):
+            return not_modified_response(config.version, NO_STORE)
+        async with postgres.acquire(app) as conn:
+            secret = await secrets_by_version.read(conn, backend, config)
             if secret is None:
                 raise NotFound(
                     "No secretKey is stored for the Spaces configuration.",
                     hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
                 )
-            details = {"environment": environment.name, "token": principal.name, "version": config.version}
-            await audit.record(
-                conn, Action.DELIVERED, Resource.CREDENTIALS, environment.id, request_actor(request), details
-            )
+            if not await audit.record_delivery(
+                conn, environment_id, request_actor(request), principal.name, config.version
+            ):
+                await environments.get(conn, environment_id)  # gone since: its 404
         CREDENTIAL_DELIVERIES.inc()
         fields_ = config.fields
         body = {

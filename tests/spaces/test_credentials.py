@@ -8,6 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from backends.env import EnvSettings
+from backends.vault import VaultSettings
 from spacesvc.settings import Settings
 from spacesvc.tokens.model import TokenError
 from tests.support.api import (
@@ -21,6 +22,7 @@ from tests.support.api import (
     credentials_path,
     enable,
 )
+from tests.support.openbao import OpenBao
 from tests.support.secrecy import SECRET, assert_hidden
 
 ENV_SECRET = "env-backend-secret-" + SECRET
@@ -126,3 +128,41 @@ async def test_every_delivery_is_audited_without_the_secret(
         assert (row["action"], row["resource_id"], row["actor"]) == ("delivered", prod, "backup-prod")
         assert row["request_id"].startswith("req_")
         assert_hidden(str(dict(row)), SECRET, token, where="an audit entry")
+
+
+async def test_a_new_secret_is_delivered_from_the_first_request_after_it_is_written(
+    client: TestClient, admin: dict, tokens: Tokens
+) -> None:
+    """The db backend's secret is read once per version: a new version is read again."""
+    await client.put(SPACES, json=BODY, headers=admin)
+    prod = await create_environment(client, admin, "prod")
+    await enable(client, admin, prod)
+    workload = auth(await tokens.create("viewer", ("spaces:credentials",), environment="prod"))
+    first = await (await client.get(credentials_path(prod), headers=workload)).json()
+    assert first["secretKey"] == SECRET
+    rotated = "rotated-" + SECRET[8:]
+    assert (await client.patch(SPACES, json={"secretKey": rotated}, headers=admin)).status == 200
+    second = await (await client.get(credentials_path(prod), headers=workload)).json()
+    assert (second["secretKey"] == rotated, second["version"]) == (True, first["version"] + 1)
+
+
+async def test_a_secret_destroyed_in_vault_is_not_delivered_from_memory(
+    make_client: MakeClient,
+    vault_settings: Settings,
+    vault_config: VaultSettings,
+    openbao: OpenBao,
+    admin: dict,
+    tokens: Tokens,
+) -> None:
+    """Vault's secret is read on every delivery: what an operator does there shows at once."""
+    client = await make_client(vault_settings)
+    await client.put(SPACES, json=BODY, headers=admin)
+    prod = await create_environment(client, admin, "prod")
+    await enable(client, admin, prod)
+    workload = auth(await tokens.create("viewer", ("spaces:credentials",), environment="prod"))
+    assert (await (await client.get(credentials_path(prod), headers=workload)).json())["secretKey"] == SECRET
+    openbao.admin().secrets.kv.v2.delete_metadata_and_all_versions(
+        path=vault_config.path, mount_point=vault_config.mount
+    )
+    gone = await assert_envelope(await client.get(credentials_path(prod), headers=workload), 404, "NOT_FOUND")
+    assert gone["message"] == "No secretKey is stored for the Spaces configuration."
