@@ -4,8 +4,9 @@ SIGTERM (SPEC §10).
 A drained stop, in order: ``/readyz`` answers 503 and every response closes its connection
 (``spacesvc.lifecycle``); the process keeps serving for ``SPACESVC_SHUTDOWN_DELAY`` while load
 balancers notice; then it stops accepting, closes idle keep-alive connections, answers held
-watches, gives in-flight requests up to ``SPACESVC_SHUTDOWN_TIMEOUT``, and exits 0. A second
-signal ends the delay early.
+watches, gives in-flight requests up to ``SPACESVC_SHUTDOWN_TIMEOUT``, and exits 0. SIGTERM
+repeated changes nothing (systemd and the supervisor may both send it); a second SIGINT (Ctrl-C
+twice) ends the delay early.
 
 With N workers, the supervisor (this process) applies migrations and prints what the operator
 needs; each worker is a fresh interpreter (``spawn``) with its own event loop, pool and listening
@@ -18,6 +19,7 @@ a worker that dies on its own. Metrics of all workers are added up through
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -92,7 +94,9 @@ def run(settings: Settings, listen: Listen, workers: int, announce: Callable[[],
     Supervisor(settings, Listen(listen.host, listen.port, reuse_port=True), workers).run(announce)
 
 
-async def serve(settings: Settings, listen: Listen, announce: Callable[[], None] | None = None) -> None:
+async def serve(
+    settings: Settings, listen: Listen, announce: Callable[[], None] | None = None, *, worker: bool = False
+) -> None:
     """One process: serve on ``listen`` until SIGTERM or SIGINT, then drain and return."""
     app = create_app(settings)
     runner = Runner(
@@ -113,18 +117,19 @@ async def serve(settings: Settings, listen: Listen, announce: Callable[[], None]
             raise ListenError(f"cannot listen on {listen.host}:{listen.port}: {error.strerror}") from None
         if announce is not None:
             announce()
-        signals = asyncio.Queue[int]()
+        stop, hurry = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
-        for signum in STOP_SIGNALS:
-            loop.add_signal_handler(signum, signals.put_nowait, signum)
-        await signals.get()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        if worker:  # the supervisor handles Ctrl-C and sends SIGTERM
+            loop.add_signal_handler(signal.SIGINT, lambda: None)
+        else:
+            loop.add_signal_handler(signal.SIGINT, lambda: hurry.set() if stop.is_set() else stop.set())
+        await stop.wait()
         app[LIFECYCLE].drain()
         log.info("draining: /readyz answers 503; serving %gs more while load balancers notice", settings.shutdown_delay)
-        try:
+        with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(settings.shutdown_delay):
-                await signals.get()  # a second signal ends the delay early
-        except TimeoutError:
-            pass
+                await hurry.wait()
         log.info("not accepting connections; finishing requests in flight (up to %gs)", settings.shutdown_timeout)
     finally:
         started = time.monotonic()
@@ -132,11 +137,12 @@ async def serve(settings: Settings, listen: Listen, announce: Callable[[], None]
         log.info("stopped after %.1fs of shutdown", time.monotonic() - started)
 
 
-def _worker(settings: Settings, listen: Listen, ready: multiprocessing.SimpleQueue[int], index: int) -> None:
-    """A worker process's life (the target of ``spawn``)."""
+def _worker(settings: Settings, listen: Listen, ready: multiprocessing.SimpleQueue[int] | None, index: int) -> None:
+    """A worker process's life (the target of ``spawn``); ``ready`` hears when it accepts (at start-up)."""
     configure_logging(settings.log_level)
+    announce = (lambda: ready.put(index)) if ready is not None else None
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(serve(settings, listen, lambda: ready.put(index)))
+        runner.run(serve(settings, listen, announce, worker=True))
 
 
 class Supervisor:
@@ -149,6 +155,7 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.ready: multiprocessing.SimpleQueue[int] = self.context.SimpleQueue()
         self.workers: dict[int, BaseProcess] = {}
+        self.signalled: set[int] = set()  # the pids sent SIGTERM: each gets it once
         self.stopping = False
 
     def run(self, announce: Callable[[], None]) -> None:
@@ -158,7 +165,7 @@ class Supervisor:
         previous = {signum: signal.signal(signum, self._stop) for signum in STOP_SIGNALS}
         try:
             for index in range(self.count):
-                self._start(index)
+                self._start(index, announce=True)
             self._await_ready(announce)
             self._watch()
         finally:
@@ -183,12 +190,15 @@ class Supervisor:
             raise ListenError(f"cannot listen on {self.listen.host}:{self.listen.port}: {error.strerror}") from None
         return sock
 
-    def _start(self, index: int) -> None:
+    def _start(self, index: int, *, announce: bool = False) -> None:
+        ready = self.ready if announce else None
         process = self.context.Process(
-            target=_worker, args=(self.settings, self.listen, self.ready, index), name=f"spacesvc-worker-{index}"
+            target=_worker, args=(self.settings, self.listen, ready, index), name=f"spacesvc-worker-{index}"
         )
         process.start()
         self.workers[index] = process
+        if self.stopping:  # a stop signal came while it started
+            self._signal_workers()
 
     def _await_ready(self, announce: Callable[[], None]) -> None:
         waiting = set(self.workers)
@@ -216,19 +226,24 @@ class Supervisor:
                 self._forget(process)
                 log.error("worker %d exited (code %s); starting it again", index, process.exitcode)
                 time.sleep(RESTART_SECONDS)
-                self._start(index)
+                if not self.stopping:
+                    self._start(index)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
             log.info("stopping %d workers (signal %s)", len(self.workers), signal.Signals(signum).name)
         self.stopping = True
+        self._signal_workers()
+
+    def _signal_workers(self) -> None:
         for process in self.workers.values():
-            if process.pid is not None and process.is_alive():
+            if process.pid is not None and process.pid not in self.signalled and process.is_alive():
+                self.signalled.add(process.pid)
                 os.kill(process.pid, signal.SIGTERM)
 
     def _stop_all(self) -> None:
-        if not self.stopping:
-            self._stop(signal.SIGTERM, None)
+        self.stopping = True
+        self._signal_workers()
         deadline = time.monotonic() + self.settings.shutdown_delay + self.settings.shutdown_timeout + 10
         for process in self.workers.values():
             process.join(max(deadline - time.monotonic(), 0.1))

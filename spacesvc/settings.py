@@ -11,6 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import backends
 from backends import BackendSettings
@@ -100,10 +101,8 @@ class Settings:
         keepalive_timeout = parse_seconds(env, "SPACESVC_KEEPALIVE_TIMEOUT", default=cls.keepalive_timeout)
         audit_retention = parse_seconds(env, "SPACESVC_AUDIT_RETENTION", default=cls.audit_retention_seconds)
         storage = _get(env, "SPACESVC_RATE_LIMIT_STORAGE") or cls.rate_limit_storage
-        if storage != "memory" and not storage.startswith(("redis://", "rediss://")):
-            raise ConfigError(
-                "SPACESVC_RATE_LIMIT_STORAGE must be memory or a redis:// (or rediss://) URL, e.g. redis://redis:6379/0"
-            )
+        if storage != "memory":
+            check_redis_url(storage)
         metrics = (_get(env, "SPACESVC_METRICS") or "on").lower()
         if metrics not in {"on", "off"}:
             raise ConfigError("SPACESVC_METRICS must be on or off")
@@ -125,6 +124,21 @@ class Settings:
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ConfigError unless ``url`` is a usable redis:// URL; never repeats it (it may hold a password)."""
+    problem = "SPACESVC_RATE_LIMIT_STORAGE must be memory or a redis:// (or rediss://) URL, e.g. redis://redis:6379/0"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{problem}; the value is not a valid URL (not shown: it may hold a password)") from None
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ConfigError(problem)
+    database = parts.path.strip("/")
+    if database and not database.isdigit():
+        raise ConfigError(f"{problem}; the path must be a database number")
 
 
 def parse_seconds(env: Mapping[str, str], variable: str, *, default: float) -> float:

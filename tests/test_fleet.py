@@ -15,7 +15,7 @@ import psutil
 import pytest
 
 from tests.support.api import BODY, SPACES, Tokens, auth
-from tests.support.cli import clean_env
+from tests.support.cli import clean_env, run
 from tests.support.haproxy import HAProxy
 from tests.support.postgres import free_port
 from tests.support.redis import RedisServer
@@ -207,3 +207,14 @@ async def test_a_replica_restarted_behind_haproxy_under_load_fails_no_request(
     assert set(outcomes) == {"200", "304"}, outcomes  # reads, and watches answered (also at shutdown)
     assert outcomes["200"] > before > 100
     assert replicas[0].process.returncode == 0
+
+
+def test_a_malformed_storage_url_is_one_line_that_does_not_repeat_it(database_url: str) -> None:
+    url = "redis://:hunter2-password@redis:63790x/0"
+    result = run("serve", "--port", str(free_port()), env=service_env(database_url, SPACESVC_RATE_LIMIT_STORAGE=url))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "spacesvc: SPACESVC_RATE_LIMIT_STORAGE must be memory or a redis:// (or rediss://) URL, e.g. "
+        "redis://redis:6379/0; the value is not a valid URL (not shown: it may hold a password)"
+    ]
+    assert "hunter2" not in result.stdout + result.stderr

@@ -28,6 +28,7 @@ from limits import RateLimitItemPerSecond
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 
+from spacesvc.errors import ConfigError
 from spacesvc.http.errors import ApiError, ErrorCode
 from spacesvc.http.types import Handler
 from spacesvc.metrics import RATE_LIMIT_STORAGE_ERRORS, RATE_LIMIT_STORAGE_UP, RATE_LIMITED
@@ -113,10 +114,12 @@ class SharedStorage:
     """The Redis (or Valkey) server every process shares, and whether it answers now."""
 
     def __init__(self, url: str) -> None:
-        uri = "async+" + url
-        self.storage: Any = storage_from_string(
-            uri, wrap_exceptions=True, connect_timeout=STORAGE_TIMEOUT, stream_timeout=STORAGE_TIMEOUT
-        )
+        try:
+            self.storage: Any = storage_from_string(
+                "async+" + url, wrap_exceptions=True, connect_timeout=STORAGE_TIMEOUT, stream_timeout=STORAGE_TIMEOUT
+            )
+        except Exception:  # the message would repeat the URL, which may hold a password
+            raise ConfigError("SPACESVC_RATE_LIMIT_STORAGE is not a Redis URL the client accepts") from None
         self.limiter = MovingWindowRateLimiter(self.storage)
         self._down_until = 0.0
         self.up = True
@@ -152,12 +155,8 @@ class SharedStorage:
             )
 
     async def close(self) -> None:
-        client = getattr(self.storage, "storage", None)
-        close = getattr(client, "aclose", None) or getattr(client, "close", None)
-        if close is not None:
-            result = close()
-            if asyncio.iscoroutine(result):
-                await result
+        """Disconnect from the server (limits keeps the coredis client on its bridge)."""
+        self.storage.bridge.storage.connection_pool.disconnect()
 
 
 class SharedBudget(Budget):
