@@ -13,7 +13,7 @@ from yarl import URL
 
 from spacesvc.errors import Unavailable
 from spacesvc.settings import Settings
-from spacesvc.typedefs import POOL, SETTINGS
+from spacesvc.typedefs import POOL, POOL_TURNS, SETTINGS
 
 log = logging.getLogger("spacesvc.postgres")
 
@@ -70,6 +70,7 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("connecting to PostgreSQL at %s", masked_dsn(settings.database_url))
     pool = await create_pool(settings)
     app[POOL] = pool
+    app[POOL_TURNS] = asyncio.Semaphore(settings.db_pool_max_size)
     try:
         yield
     finally:
@@ -82,16 +83,29 @@ async def pool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def connection(pool: asyncpg.Pool, timeout: float) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection; PostgreSQL failing or too slow raises Unavailable (503)."""
+async def connection(pool: asyncpg.Pool, turns: asyncio.Semaphore, timeout: float) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection; PostgreSQL failing or too slow raises Unavailable (503).
+
+    Requests wait for a connection in the order they asked (``turns``, a FIFO semaphore as large
+    as the pool): asyncpg's own queue lets a newcomer take a connection just released before the
+    waiter it was meant for, which under load starved some requests for seconds (issue 11).
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await turns.acquire()
+    except TimeoutError as error:
+        log.warning("database unavailable: no connection free within %gs", timeout)
+        raise Unavailable("database", "The database is not reachable right now.") from error
     try:
         async with pool.acquire(timeout=timeout) as conn:
             yield conn
     except UNAVAILABLE_ERRORS as error:
         log.warning("database unavailable: %s", type(error).__name__)
         raise Unavailable("database", "The database is not reachable right now.") from error
+    finally:
+        turns.release()
 
 
 def acquire(app: web.Application) -> AbstractAsyncContextManager[asyncpg.Connection]:
     """A connection from the app's pool, within the configured acquire bound."""
-    return connection(app[POOL], app[SETTINGS].db_acquire_timeout)
+    return connection(app[POOL], app[POOL_TURNS], app[SETTINGS].db_acquire_timeout)

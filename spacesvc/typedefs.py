@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
+    import asyncio
+
     import asyncpg
 
     from backends import SecretBackend
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
+POOL_TURNS: web.AppKey[asyncio.Semaphore] = web.AppKey("pool_turns")
 SECRET_BACKEND: web.AppKey[SecretBackend] = web.AppKey("secret_backend")
 RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("rate_limits")
 S3: web.AppKey[S3Client] = web.AppKey("s3")
