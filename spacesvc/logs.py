@@ -5,7 +5,9 @@ Lines are written once per event-loop turn (one ``write`` for every line of the 
 and a syscall per batch. The access log, one line per request, skips ``logging``'s per-record
 machinery (``LogRecord``, handler locks, the formatter's attribute walk) and hands its line to the
 same writer, so lines keep their order. A line is on stderr by the end of the loop turn that
-logged it; a SIGKILL can lose at most that turn's lines.
+logged it; a SIGKILL can lose at most that turn's lines. A line logged from another thread
+(hvac's pool) is written at once, so it may precede loop lines of the same turn; a failed
+write (stderr gone) is dropped, as there is nowhere left to say so.
 """
 
 from __future__ import annotations

@@ -105,6 +105,7 @@ async def serve(
         handle_signals=False,
         keepalive_timeout=settings.keepalive_timeout,
         shutdown_timeout=settings.shutdown_timeout,
+        metrics=settings.metrics,
     )
     await runner.setup()
     try:

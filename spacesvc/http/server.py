@@ -65,19 +65,22 @@ def parser_error(error: BaseException | None) -> ApiError:
 class Protocol(RequestHandler):
     """aiohttp's connection handler, with the envelope for parser errors and a header deadline."""
 
-    __slots__ = ("_header_deadline",)
+    __slots__ = ("_had_request", "_header_deadline")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._had_request = False
 
     def data_received(self, data: bytes) -> None:
+        waiting_for_a_request = self._waiter is not None and not self._waiter.done()
         super().data_received(data)
-        if self._messages or self._request_in_progress:
-            # a whole head arrived, or this is a body being read: no head is pending
+        if self._messages:  # a whole head arrived
+            self._had_request = True
             self._cancel_header_deadline()
-        elif self._header_deadline is None:
-            # part of a head (also on a connection so new its handler has not started waiting)
+        elif (waiting_for_a_request or not self._had_request) and self._header_deadline is None:
+            # part of a head: between requests, or on a connection so new its handler has not
+            # started waiting (bytes of a body being read, or read after its answer, are not)
             self._header_deadline = self._loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -130,7 +133,8 @@ class Protocol(RequestHandler):
         )
         response.force_close()
         log_access(request_id, "-", "-", error.status, 0.0, None, request.remote)
-        request_metrics.observe(request, error.status, 0.0)
+        if isinstance(self._manager, Server) and self._manager.counted:
+            request_metrics.observe(request, error.status, 0.0)
         return response
 
 
@@ -144,6 +148,8 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 class Server(web.Server):
+    counted = True  # whether parser rejections are counted in the metrics (SPACESVC_METRICS)
+
     def __call__(self) -> RequestHandler:
         return Protocol(self, loop=self._loop, **self._kwargs)
 
@@ -151,11 +157,14 @@ class Server(web.Server):
 class Runner(web.AppRunner):
     """An AppRunner whose connections are handled by ``Protocol``."""
 
-    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+    def __init__(self, app: web.Application, *, metrics: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("lingering_time", LINGERING_TIME)
         super().__init__(app, **kwargs)
+        self._metrics = metrics
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = Server  # same state; only the connection handler it builds differs
+        assert isinstance(server, Server)
+        server.counted = self._metrics
         return server
