@@ -16,7 +16,7 @@ from spacesvc.errors import Unavailable
 from spacesvc.http.errors import RETRY_AFTER_SECONDS, ApiError, ErrorCode
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import errors, ok
-from spacesvc.migrate import check_migrations, migrations_detail
+from spacesvc.migrate import migration_state
 from spacesvc.spaces import queries
 from spacesvc.typedefs import LIFECYCLE, READINESS_REPORTED, SECRET_BACKEND
 
@@ -63,8 +63,7 @@ async def _database_checks(app: web.Application) -> dict[str, dict[str, Any]]:
         async with asyncio.timeout(CHECK_BUDGET):
             async with postgres.acquire(app) as conn:
                 await conn.fetchval("SELECT 1")
-                problem = await check_migrations(conn)
-                detail = problem or await migrations_detail(conn)
+                migrated, detail = await migration_state(conn)
     except (Unavailable, TimeoutError) as error:
         why = "is not reachable" if isinstance(error, Unavailable) else f"did not answer within {CHECK_BUDGET:g}s"
         return {
@@ -73,7 +72,7 @@ async def _database_checks(app: web.Application) -> dict[str, dict[str, Any]]:
         }
     return {
         "database": _check(True, "PostgreSQL answers"),
-        "migrations": _check(problem is None, detail),
+        "migrations": _check(migrated, detail),
     }
 
 
@@ -83,7 +82,7 @@ async def _secret_backend_check(app: web.Application) -> dict[str, Any]:
     try:
         async with asyncio.timeout(CHECK_BUDGET):
             async with postgres.acquire(app) as conn:
-                if await check_migrations(conn) is not None:
+                if not (await migration_state(conn))[0]:
                     return _check(False, "not checked: the schema is not migrated")
                 waiting_for = f"the {backend.name} backend"
                 try:

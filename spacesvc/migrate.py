@@ -115,20 +115,17 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return done
 
 
-async def check_migrations(conn: asyncpg.Connection) -> str | None:
-    """None when the database is fully migrated, else what is wrong (for /readyz)."""
+async def migration_state(conn: asyncpg.Connection) -> tuple[bool, str]:
+    """Whether the database is fully migrated, and what /readyz says of it (one read of the bookkeeping)."""
+    migrations = load_migrations()
+    applied = await applied_migrations(conn)
     try:
-        todo = pending(await applied_migrations(conn), load_migrations())
+        todo = pending(applied, migrations)
     except MigrationError as error:
-        return str(error)
+        return False, str(error)
     if todo:
-        return f"{len(todo)} migration(s) pending: run `spacesvc migrate`"
-    return None
-
-
-async def migrations_detail(conn: asyncpg.Connection) -> str:
-    """What /readyz says of migrations that are all applied."""
-    ahead = newer(await applied_migrations(conn), load_migrations())
+        return False, f"{len(todo)} migration(s) pending: run `spacesvc migrate`"
+    ahead = newer(applied, migrations)
     if ahead:
-        return f"all migrations applied; {', '.join(ahead)} from a newer release too"
-    return "all migrations applied"
+        return True, f"all migrations applied; {', '.join(ahead)} from a newer release too"
+    return True, "all migrations applied"
