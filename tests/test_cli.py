@@ -12,13 +12,13 @@ from spacesvc.settings import Settings
 from spacesvc.tokens.model import TOKEN_PATTERN, hash_token
 from tests.backends.contract import OWNER
 from tests.support.api import BODY, SPACES, MakeClient
-from tests.support.cli import clean_env, run
+from tests.support.cli import clean_env, run, service_env
 from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
 
 
 @pytest.fixture
 def env(database_url: str) -> dict[str, str]:
-    return clean_env(SPACESVC_DATABASE_URL=database_url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY))
+    return service_env(database_url)
 
 
 def test_help_lists_the_commands() -> None:

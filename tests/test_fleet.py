@@ -4,7 +4,6 @@ drained shutdown (also behind a real HAProxy, under load), and the metrics that 
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
 from collections.abc import Iterator
@@ -15,11 +14,12 @@ import psutil
 import pytest
 
 from tests.support.api import BODY, SPACES, Tokens, auth
-from tests.support.cli import clean_env, run
+from tests.support.cli import run, service_env
 from tests.support.haproxy import HAProxy
+from tests.support.logs import log_lines
 from tests.support.postgres import free_port
+from tests.support.prometheus import sample
 from tests.support.redis import RedisServer
-from tests.support.secrecy import TEST_KEY, keys_env
 from tests.support.service import Serve
 
 
@@ -28,21 +28,6 @@ def redis(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path)
     yield server
     server.stop()
-
-
-def service_env(database_url: str, **variables: str) -> dict[str, str]:
-    return clean_env(SPACESVC_DATABASE_URL=database_url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY), **variables)
-
-
-def log_lines(log: str) -> list[dict]:
-    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The value of one sample of the Prometheus text ``text`` (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 async def test_three_processes_share_one_budget_in_redis(database_url: str, tokens: Tokens, redis: RedisServer) -> None:
@@ -89,14 +74,14 @@ async def test_the_storage_going_away_serves_unlimited_logs_once_and_comes_back(
                     assert "RateLimit" not in resp.headers
             assert statuses == [200] * 30
             async with http.get(f"{server.url}/metrics") as resp:
-                assert metric(await resp.text(), "spacesvc_rate_limit_storage_errors_total") >= 30
+                assert sample(await resp.text(), "spacesvc_rate_limit_storage_errors_total") >= 30
                 # (read with the storage down: /metrics is never rate limited)
             redis.start()  # empty again, as after a restart of a cache
             await asyncio.sleep(1.5)
             async with http.get(f"{server.url}{SPACES}") as resp:
                 assert resp.status == 200 and resp.headers["RateLimit"].startswith('"requests";r=4;')
             async with http.get(f"{server.url}/metrics") as resp:
-                assert metric(await resp.text(), "spacesvc_rate_limit_storage_up") == 1
+                assert sample(await resp.text(), "spacesvc_rate_limit_storage_up") == 1
     finally:
         log = server.stop()
     messages = [line["msg"] for line in log_lines(log) if line["logger"] == "spacesvc.ratelimit"]
@@ -121,7 +106,7 @@ async def test_workers_serve_one_port_and_their_metrics_add_up(database_url: str
                 assert resp.status == 200
         async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as resp:
             text = await resp.text()
-        served = metric(text, "spacesvc_http_requests_total", method="GET", route="/healthz", status="200")
+        served = sample(text, "spacesvc_http_requests_total", method="GET", route="/healthz", status="200")
         assert served == 40  # whichever worker answered /metrics counts them all
         pids = {
             line.split('pid="')[1].split('"')[0] for line in text.splitlines() if "spacesvc_cache_listening{" in line

@@ -29,9 +29,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.api import Tokens
-from tests.support.cli import clean_env
+from tests.support.cli import clean_env, service_env
 from tests.support.postgres import free_port
-from tests.support.secrecy import TEST_KEY, assert_hidden, keys_env
+from tests.support.secrecy import assert_hidden
 from tests.support.service import Serve
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "st")
@@ -42,9 +42,8 @@ EXCLUDED_OPERATIONS = ("testSpacesConnection", "listSpacesBuckets", "listEnviron
 @pytest.fixture
 def service(database_url: str) -> Iterator[Serve]:
     server = Serve(
-        clean_env(
-            SPACESVC_DATABASE_URL=database_url,
-            SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY),
+        service_env(
+            database_url,
             SPACESVC_RATE_LIMIT="off",
             SPACESVC_AUTH_FAILURE_LIMIT="off",
         ),

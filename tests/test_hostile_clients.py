@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support.api import REQUEST_ID, Tokens
-from tests.support.cli import clean_env
+from tests.support.cli import service_env
+from tests.support.logs import log_lines
 from tests.support.postgres import free_port
-from tests.support.secrecy import TEST_KEY, assert_hidden, keys_env
+from tests.support.secrecy import assert_hidden
 from tests.support.service import Serve
 
 BOUND = 30.0  # SPEC §11: a slow client is disconnected within this
@@ -23,9 +24,8 @@ BOUND = 30.0  # SPEC §11: a slow client is disconnected within this
 
 @pytest.fixture
 def service(database_url: str) -> Iterator[Serve]:
-    env = clean_env(
-        SPACESVC_DATABASE_URL=database_url,
-        SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY),
+    env = service_env(
+        database_url,
         SPACESVC_KEEPALIVE_TIMEOUT="2s",
     )
     server = Serve(env, free_port())
@@ -58,10 +58,6 @@ def envelope(raw: bytes, status: int) -> dict:
     assert REQUEST_ID.match(error["requestId"]) and headers["x-request-id"] == error["requestId"]
     assert error["code"] == "VALIDATION_ERROR" and error["message"]
     return error
-
-
-def log_lines(stderr: str) -> list[dict]:
-    return [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
 
 
 async def test_requests_the_parser_rejects_get_the_envelope_and_log_no_header(service: Serve, tokens: Tokens) -> None:
@@ -166,9 +162,7 @@ async def test_slow_clients_are_disconnected_within_30s_and_others_are_served_me
     database_url: str, tokens: Tokens
 ) -> None:
     token = await tokens.create("admin")
-    server = Serve(
-        clean_env(SPACESVC_DATABASE_URL=database_url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY)), free_port()
-    )
+    server = Serve(service_env(database_url), free_port())
     try:
         slow_head = socket.create_connection(("127.0.0.1", server.port))
         slow_body = socket.create_connection(("127.0.0.1", server.port))

@@ -16,9 +16,8 @@ from spacesvc.changes import config_at_payload
 from spacesvc.live import LiveState
 from spacesvc.spaces.model import SpacesConfig, SpacesFields
 from tests.support.api import BODY, SPACES, SPACES_ENVIRONMENTS, Tokens
-from tests.support.cli import clean_env, run
+from tests.support.cli import run, service_env
 from tests.support.postgres import free_port
-from tests.support.secrecy import TEST_KEY, keys_env
 from tests.support.service import Serve
 from tests.support.timing import seconds_until
 
@@ -29,9 +28,7 @@ BOUND = 0.5
 
 @pytest.fixture
 def env(database_url: str) -> dict[str, str]:
-    return clean_env(
-        SPACESVC_DATABASE_URL=database_url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY), SPACESVC_RATE_LIMIT="off"
-    )
+    return service_env(database_url, SPACESVC_RATE_LIMIT="off")
 
 
 @pytest.fixture

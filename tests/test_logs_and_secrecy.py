@@ -11,11 +11,11 @@ import asyncpg
 from aiohttp.test_utils import TestClient
 
 from tests.support.api import BODY, SPACES, Tokens, auth
-from tests.support.cli import SPACESVC, clean_env
+from tests.support.cli import SPACESVC, service_env
 from tests.support.logs import ServerLog
 from tests.support.postgres import bin_dir_for_major, free_port
 from tests.support.s3 import MotoS3
-from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
+from tests.support.secrecy import SECRET, assert_hidden
 
 ROTATED = SECRET + "-rotated"
 
@@ -85,9 +85,8 @@ async def test_debug_logging_of_the_running_service_leaks_no_secret_or_signature
 ) -> None:
     token = await tokens.create("admin")
     port = free_port()
-    env = clean_env(
-        SPACESVC_DATABASE_URL=database_url,
-        SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY),
+    env = service_env(
+        database_url,
         SPACESVC_LOG_LEVEL="DEBUG",
         SPACESVC_SHUTDOWN_DELAY="0s",
     )

@@ -19,14 +19,8 @@ from tests.support.api import (
     credentials_path,
     enable,
 )
+from tests.support.prometheus import sample
 from tests.support.secrecy import SECRET, assert_hidden
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """One sample's value in the Prometheus text (0 when absent)."""
-    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
-    prefix = f"{name}{{{wanted}}} " if labels else f"{name} "
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
 async def scrape(client: TestClient) -> str:

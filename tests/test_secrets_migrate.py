@@ -14,16 +14,15 @@ from backends.db import DbSecretBackend, DbSettings
 from backends.vault import VaultSettings
 from spacesvc.settings import Settings
 from tests.support.api import BODY, SPACES, MakeClient, assert_envelope
-from tests.support.cli import clean_env, run
+from tests.support.cli import run, service_env
 from tests.support.openbao import OpenBao
-from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
+from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden
 
 
 @pytest.fixture
 def cli_env(database_url: str, vault_config: VaultSettings, openbao: OpenBao) -> dict[str, str]:
-    return clean_env(
-        SPACESVC_DATABASE_URL=database_url,
-        SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY),
+    return service_env(
+        database_url,
         VAULT_ADDR=openbao.addr,
         VAULT_TOKEN=openbao.root_token,
         SPACESVC_VAULT_PATH=vault_config.path,

@@ -19,9 +19,9 @@ from tests.support.api import (
     credentials_path,
     enable,
 )
-from tests.support.cli import clean_env, run
+from tests.support.cli import run, service_env
 from tests.support.faults import FAIL_ROW_UPDATES
-from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
+from tests.support.secrecy import SECRET, assert_hidden
 
 
 async def trail(client: TestClient, admin: dict, **query: str) -> list[dict]:
@@ -107,7 +107,7 @@ async def test_entries_past_the_retention_are_swept(client: TestClient, admin: d
 
 
 async def test_the_command_line_records_and_lists_the_trail(database_url: str) -> None:
-    env = clean_env(SPACESVC_DATABASE_URL=database_url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY))
+    env = service_env(database_url)
     created = run("environments", "create", "staging", env=env)
     assert created.returncode == 0, created.stderr
     listed = run("audit", "list", "--limit", "5", env=env)

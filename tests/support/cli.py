@@ -8,6 +8,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from tests.support.secrecy import TEST_KEY, keys_env
+
 SPACESVC = str(Path(sys.executable).parent / "spacesvc")
 
 
@@ -16,6 +18,11 @@ def clean_env(**variables: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SPACESVC_", "VAULT_"))}
     env.update(variables)
     return env
+
+
+def service_env(database_url: str, **variables: str) -> dict[str, str]:
+    """``clean_env`` for the service on ``database_url`` with the db backend's test key, plus ``variables``."""
+    return clean_env(SPACESVC_DATABASE_URL=database_url, SPACESVC_ENCRYPTION_KEYS=keys_env(TEST_KEY), **variables)
 
 
 def run(

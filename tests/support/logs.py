@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from spacesvc.logs import JsonFormatter
+
+
+def log_lines(log: str) -> list[dict]:
+    """The JSON lines of a service's stderr, parsed (anything else on it left out)."""
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
 
 
 class ServerLog(logging.Handler):
