@@ -196,31 +196,29 @@ class OpenBao:
 
     # -- looking behind the service's back ------------------------------------------------------
 
-    def live_tokens(self, policy: str) -> int:
-        """How many live tokens carry ``policy`` (with the root token, through their accessors)."""
+    def token_accessors(self, policy: str) -> list[str]:
+        """The accessors of the live tokens that carry ``policy`` (looked up with the root token)."""
         admin = self.admin()
-        count = 0
+        found = []
         for accessor in admin.list("auth/token/accessors")["data"]["keys"]:
             try:
                 data = admin.auth.token.lookup_accessor(accessor)["data"]
             except hvac.exceptions.VaultError:
                 continue  # expired meanwhile
-            count += policy in (data.get("policies") or [])
-        return count
+            if policy in (data.get("policies") or []):
+                found.append(accessor)
+        return found
+
+    def live_tokens(self, policy: str) -> int:
+        """How many live tokens carry ``policy``."""
+        return len(self.token_accessors(policy))
 
     def revoke_tokens(self, policy: str) -> int:
         """Revoke every token that carries ``policy``, as an operator would; how many were."""
-        admin = self.admin()
-        revoked = 0
-        for accessor in admin.list("auth/token/accessors")["data"]["keys"]:
-            try:
-                data = admin.auth.token.lookup_accessor(accessor)["data"]
-            except hvac.exceptions.VaultError:
-                continue
-            if policy in (data.get("policies") or []):
-                admin.auth.token.revoke_accessor(accessor)
-                revoked += 1
-        return revoked
+        accessors = self.token_accessors(policy)
+        for accessor in accessors:
+            self.admin().auth.token.revoke_accessor(accessor)
+        return len(accessors)
 
     def locked_users(self) -> int:
         """``sys/locked-users``: how many logins Vault's user lockout holds locked now."""
