@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Mapping
+from pathlib import Path
+
+import requests
 
 
 def print_table(title: str, label: str, rows: Mapping[str, Mapping[str, object]]) -> None:
@@ -14,3 +22,41 @@ def print_table(title: str, label: str, rows: Mapping[str, Mapping[str, object]]
     for name, figures in rows.items():
         cells = (f"{v:12.2f}" if isinstance(v, float) else f"{v!s:>12}" for v in (figures[c] for c in columns))
         print(f"{name:{width}}" + "".join(cells))
+
+
+def service_env(database_url: str, **variables: str) -> dict[str, str]:
+    """This process's environment for `spacesvc serve` on ``database_url`` (db backend, a fresh
+    key), plus ``variables``."""
+    return {
+        **os.environ,
+        "SPACESVC_DATABASE_URL": database_url,
+        "SPACESVC_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
+        **variables,
+    }
+
+
+def spacesvc_serve(port: int, *arguments: str) -> list[str]:
+    """The command line of `spacesvc serve` on ``port``, from this virtualenv."""
+    return [str(Path(sys.executable).parent / "spacesvc"), "serve", "--port", str(port), *arguments]
+
+
+def start(command: list[str], env: dict[str, str], url: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``command`` (its stderr into ``log``, if given) and return once ``url`` answers."""
+    stderr = log.open("wb") if log else subprocess.DEVNULL
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    for _ in range(200):
+        try:
+            requests.get(url, timeout=1)
+            return process
+        except requests.RequestException:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{command[:3]} did not start")
+
+
+def resident_mb(pid: int) -> float:
+    """A process's resident memory (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
 import shutil
 import subprocess
 import sys
@@ -23,8 +21,8 @@ from pathlib import Path
 
 import requests
 
-from benchmarks import print_table
-from benchmarks.hot_path import AUTH, median_figures, start
+from benchmarks import print_table, service_env, spacesvc_serve, start
+from benchmarks.hot_path import AUTH, median_figures
 from benchmarks.read_load import prepare, wrk
 from tests.support.postgres import LocalPostgres, free_port
 
@@ -47,18 +45,13 @@ def main(seconds: int, connections: int, rounds: int) -> None:
         processes: list[subprocess.Popen[bytes]] = []
         try:
             token = asyncio.run(prepare(pg.url))
-            base = {
-                **os.environ,
-                "SPACESVC_DATABASE_URL": pg.url,
-                "SPACESVC_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
-                "SPACESVC_RATE_LIMIT": "100000000/60",
-                "SPACESVC_LOG_LEVEL": "INFO",
-                "SPACESVC_SHUTDOWN_DELAY": "0s",
-            }
+            base = service_env(
+                pg.url, SPACESVC_RATE_LIMIT="100000000/60", SPACESVC_LOG_LEVEL="INFO", SPACESVC_SHUTDOWN_DELAY="0s"
+            )
             urls: dict[str, str] = {}
             for name, (arguments, variables) in SERVICES.items():
                 port = free_port()
-                command = [str(Path(sys.executable).parent / "spacesvc"), "serve", "--port", str(port), *arguments]
+                command = spacesvc_serve(port, *arguments)
                 log = scripts / f"{len(urls)}.log"
                 processes.append(start(command, {**base, **variables}, f"http://127.0.0.1:{port}/healthz", log))
                 urls[name] = f"http://127.0.0.1:{port}{SPACES}"

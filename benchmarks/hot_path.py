@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import secrets
 import shutil
@@ -24,12 +23,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import requests
 
-from benchmarks import print_table
+from benchmarks import print_table, resident_mb, service_env, spacesvc_serve, start
 from benchmarks.read_load import prepare, wrk
 from tests.support.postgres import LocalPostgres, free_port
 
@@ -44,26 +42,6 @@ PUT = (
     + '  return wrk.format("PUT", nil, nil, \'{"accessKey": "K\' .. counter .. \'", "buckets": ["backups"]}\')\n'
     + "end\n"
 )
-
-
-def start(command: list[str], env: dict[str, str], url: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-    stderr = log.open("wb") if log else subprocess.DEVNULL
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-    for _ in range(200):
-        try:
-            requests.get(url, timeout=1)
-            return process
-        except requests.RequestException:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"{command[:3]} did not start")
-
-
-def resident_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 def median_figures(rounds: list[dict[str, str]]) -> dict[str, str]:
@@ -96,16 +74,10 @@ def main(seconds: int, connections: int, rounds: int) -> None:
         processes: list[subprocess.Popen[bytes]] = []
         try:
             token = asyncio.run(prepare(pg.url))
-            env = {
-                **os.environ,
-                "SPACESVC_DATABASE_URL": pg.url,
-                "SPACESVC_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
-                "SPACESVC_RATE_LIMIT": "100000000/60",
-                "SPACESVC_LOG_LEVEL": "INFO",
-            }
+            env = service_env(pg.url, SPACESVC_RATE_LIMIT="100000000/60", SPACESVC_LOG_LEVEL="INFO")
             ports = {name: free_port() for name in ("spacesvc", "canned", "naive")}
             urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
-            spacesvc = [str(Path(python).parent / "spacesvc"), "serve", "--port", str(ports["spacesvc"])]
+            spacesvc = spacesvc_serve(ports["spacesvc"])
             processes.append(start(spacesvc, env, f"{urls['spacesvc']}/healthz", scripts / "spacesvc.log"))
             headers = {"Authorization": f"Bearer {token}"}
             body = {"accessKey": "BENCHKEY", "secretKey": secrets.token_urlsafe(30), "buckets": ["backups"]}

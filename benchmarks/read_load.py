@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import os
 import re
 import secrets
@@ -19,14 +18,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import asyncpg
 import psutil
 import requests
 
-from benchmarks import print_table
+from benchmarks import print_table, service_env, spacesvc_serve, start
 from spacesvc.audit.model import Actor
 from spacesvc.environments import queries as environments
 from spacesvc.migrate import migrate
@@ -97,26 +95,9 @@ def main(seconds: int, connections: int) -> None:
         try:
             token = asyncio.run(prepare(pg.url))
             port = free_port()
-            env = {
-                **os.environ,
-                "SPACESVC_DATABASE_URL": pg.url,
-                "SPACESVC_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
-                "SPACESVC_RATE_LIMIT": "off",
-                "SPACESVC_LOG_LEVEL": "WARNING",
-            }
-            server = subprocess.Popen(
-                [str(Path(sys.executable).parent / "spacesvc"), "serve", "--port", str(port)],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+            env = service_env(pg.url, SPACESVC_RATE_LIMIT="off", SPACESVC_LOG_LEVEL="WARNING")
             base = f"http://127.0.0.1:{port}"
-            for _ in range(100):
-                try:
-                    requests.get(f"{base}/healthz", timeout=1)
-                    break
-                except requests.RequestException:
-                    time.sleep(0.1)
+            server = start(spacesvc_serve(port), env, f"{base}/healthz")
             headers = {"Authorization": f"Bearer {token}"}
             body = {"accessKey": "BENCHKEY", "secretKey": secrets.token_urlsafe(30), "buckets": ["backups"]}
             requests.put(f"{base}/api/settings/spaces", json=body, headers=headers, timeout=5).raise_for_status()

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ from pathlib import Path
 import requests
 import uvloop
 
-from benchmarks.hot_path import resident_mb, start
+from benchmarks import resident_mb, service_env, spacesvc_serve, start
 from benchmarks.read_load import prepare
 from tests.support.postgres import LocalPostgres, free_port
 
@@ -119,17 +116,11 @@ def main(count: int) -> None:
         try:
             token = asyncio.run(prepare(pg.url))
             port = free_port()
-            env = {
-                **os.environ,
-                "SPACESVC_DATABASE_URL": pg.url,
-                "SPACESVC_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
-                "SPACESVC_RATE_LIMIT": "off",
-                "SPACESVC_LOG_LEVEL": "INFO",
-                "SPACESVC_SHUTDOWN_DELAY": "0s",
-            }
+            env = service_env(
+                pg.url, SPACESVC_RATE_LIMIT="off", SPACESVC_LOG_LEVEL="INFO", SPACESVC_SHUTDOWN_DELAY="0s"
+            )
             url = f"http://127.0.0.1:{port}"
-            command = [str(Path(sys.executable).parent / "spacesvc"), "serve", "--port", str(port)]
-            server = start(command, env, f"{url}/healthz", Path(workdir) / "spacesvc.log")
+            server = start(spacesvc_serve(port), env, f"{url}/healthz", Path(workdir) / "spacesvc.log")
             headers = {"Authorization": f"Bearer {token}"}
             body = {"accessKey": "BENCHKEY", "secretKey": "s" * 40, "buckets": ["backups"]}
             etag = requests.put(url + SPACES, json=body, headers=headers, timeout=5).headers["ETag"]
