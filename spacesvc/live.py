@@ -21,6 +21,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -35,6 +36,7 @@ from spacesvc.tokens.model import Principal
 from spacesvc.typedefs import LIVE, SETTINGS
 
 log = logging.getLogger("spacesvc.live")
+T = TypeVar("T")
 FROM_MEMORY = CACHE_READS.labels("memory")
 FROM_DATABASE = CACHE_READS.labels("database")
 
@@ -217,6 +219,28 @@ class LiveState:
                     return
             async with asyncio.timeout(PING_TIMEOUT):
                 await conn.fetchval("SELECT 1")
+
+
+class PerConfig(Generic[T]):
+    """One value derived from a configuration, kept while the live state hands out the same
+    configuration object (it hands out a new one when the configuration changes): the key is the
+    objects' identity, never equality. A configuration read from PostgreSQL is a new object each
+    time, so nothing is kept for it."""
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] = ()
+        self._value: T | None = None
+
+    def get(self, config: SpacesConfig, *also: object) -> T | None:
+        """The value kept for ``config`` (and ``also``: e.g. the backend it was derived with), or None."""
+        key = self._key
+        if len(key) == 1 + len(also) and key[0] is config and all(a is b for a, b in zip(key[1:], also, strict=True)):
+            return self._value
+        return None
+
+    def keep(self, value: T, config: SpacesConfig, *also: object) -> T:
+        self._key, self._value = (config, *also), value
+        return value
 
 
 def _resolve(future: asyncio.Future[None], *_: object) -> None:

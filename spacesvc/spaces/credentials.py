@@ -31,6 +31,7 @@ from spacesvc.http.authorization import ANY_ROLE, READ, forbidden_scope, require
 from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, etag_for, not_modified, not_modified_response
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
+from spacesvc.live import PerConfig
 from spacesvc.metrics import CREDENTIAL_DELIVERIES
 from spacesvc.spaces import queries
 from spacesvc.spaces.connection import bucket_list
@@ -55,26 +56,19 @@ def enabled_for(config: SpacesConfig, environment_id: str) -> bool:
     return any(item.environment_id == environment_id and item.enabled for item in config.enabled_environments)
 
 
-class SecretsByVersion:
-    """The secret of the configuration in memory, read once per version from a backend whose
-    secret changes only with the version (``SecretBackend.secret_follows_version``); from any
-    other backend, read on every delivery, so its outages and revocations show at once."""
+# The secret of the configuration in memory, from a backend whose secret changes only with the
+# version (SecretBackend.secret_follows_version); any other is read on every delivery, so its
+# outages and revocations show at once.
+secrets_read: PerConfig[str] = PerConfig()
 
-    def __init__(self) -> None:
-        self._key: tuple[SpacesConfig, SecretBackend] | None = None
-        self._secret: str | None = None
 
-    async def read(self, conn: asyncpg.Connection, backend: SecretBackend, config: SpacesConfig) -> str | None:
-        key = self._key
-        if key is not None and key[0] is config and key[1] is backend:
-            return self._secret
+async def secret_of(conn: asyncpg.Connection, backend: SecretBackend, config: SpacesConfig) -> str | None:
+    secret = secrets_read.get(config, backend)
+    if secret is None:
         secret = await queries.stored_secret(conn, backend, config)
-        if backend.secret_follows_version:
-            self._key, self._secret = (config, backend), secret
-        return secret
-
-
-secrets_by_version = SecretsByVersion()
+        if secret is not None and backend.secret_follows_version:
+            secrets_read.keep(secret, config, backend)
+    return secret
 
 
 async def enabled_config(conn: asyncpg.Connection, environment_id: str) -> tuple[Environment, SpacesConfig]:
@@ -128,7 +122,7 @@ class CredentialsView(web.View):
         if not_modified(request, config.version):
             return not_modified_response(config.version, NO_STORE)
         async with postgres.acquire(app) as conn:
-            secret = await secrets_by_version.read(conn, backend, config)
+            secret = await secret_of(conn, backend, config)
             if secret is None:
                 raise NotFound(
                     "No secretKey is stored for the Spaces configuration.",

@@ -25,6 +25,7 @@ from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
+from spacesvc.live import PerConfig
 from spacesvc.metrics import WATCHES, WATCHES_ENDED
 from spacesvc.spaces import queries
 from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput, WriteOutcome, not_configured
@@ -84,23 +85,15 @@ def present(config: SpacesConfig, backend: SecretBackend) -> dict[str, Any]:
     }
 
 
-class RenderedConfig:
-    """The GET body of a configuration, rendered once: the live state hands out the same object
-    until the configuration changes, so a read serves bytes made by an earlier one."""
-
-    def __init__(self) -> None:
-        self._key: tuple[SpacesConfig, SecretBackend] | None = None
-        self._body = b""
-
-    def body(self, config: SpacesConfig, backend: SecretBackend) -> bytes:
-        key = self._key
-        if key is None or key[0] is not config or key[1] is not backend:
-            self._body = orjson.dumps({"configured": True, "config": present(config, backend)})
-            self._key = (config, backend)
-        return self._body
+# The GET body, rendered once per configuration the live state hands out.
+rendered: PerConfig[bytes] = PerConfig()
 
 
-rendered = RenderedConfig()
+def body_of(config: SpacesConfig, backend: SecretBackend) -> bytes:
+    body = rendered.get(config, backend)
+    if body is None:
+        body = rendered.keep(orjson.dumps({"configured": True, "config": present(config, backend)}), config, backend)
+    return body
 
 
 def etag(config: SpacesConfig) -> dict[str, str]:
@@ -175,7 +168,7 @@ class SpacesSettingsView(web.View):
             return json_response({"configured": False, "config": None}, headers=applied)
         if not_modified(request, config.version):
             return not_modified_response(config.version, applied)
-        return json_response(rendered.body(config, self.backend), headers={**etag(config), **applied})
+        return json_response(body_of(config, self.backend), headers={**etag(config), **applied})
 
     async def _watch(self, config: SpacesConfig, wait: int) -> SpacesConfig | None:
         """Hold the request until the configuration's version moves on, or ``wait`` seconds pass;
