@@ -79,14 +79,19 @@ class OpenBao:
         return server, f"https://127.0.0.1:{port}"
 
     @classmethod
-    def persistent(cls, workdir: Path) -> OpenBao:
+    def persistent(cls, workdir: Path, *, audit_file: Path | None = None) -> OpenBao:
+        """``audit_file``: a file audit device declared in the configuration (OpenBao 2.x enables
+        audit devices only there, not through the API)."""
         server = cls(workdir, free_port(), dev=False)
         (workdir / "raft").mkdir(parents=True, exist_ok=True)
         cluster_port = free_port()
+        audit = (
+            f'audit "file" "file" {{\n  options {{\n    file_path = "{audit_file}"\n  }}\n}}\n' if audit_file else ""
+        )
         (workdir / "config.hcl").write_text(
             f'storage "raft" {{\n  path = "{workdir / "raft"}"\n  node_id = "n1"\n}}\n'
             f'listener "tcp" {{\n  address = "127.0.0.1:{server.port}"\n  tls_disable = true\n}}\n'
-            f'api_addr = "{server.addr}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n'
+            f'api_addr = "{server.addr}"\ncluster_addr = "http://127.0.0.1:{cluster_port}"\n{audit}'
         )
         server.start()
         try:
