@@ -1,4 +1,4 @@
-"""State kept in memory for reads, fresh on every replica through PostgreSQL LISTEN/NOTIFY (SPEC §9).
+"""State kept in memory for reads, fresh on every replica through PostgreSQL LISTEN/NOTIFY (docs/guarantees.md).
 
 Every change that a read here depends on (the configuration and its enablement, a token's
 revocation, an environment's deletion) sends ``NOTIFY spacesvc_changes`` in its own transaction,
@@ -147,7 +147,7 @@ class LiveState:
         self._wake_watches()
 
     def stop_watches(self) -> None:
-        """Shutting down: answer every held watch now with what is current (SPEC §10)."""
+        """Shutting down: answer every held watch now with what is current (docs/guarantees.md)."""
         self.stopping = True
         self._wake_watches()
 

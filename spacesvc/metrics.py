@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §10): what the service counts, and ``GET /metrics``.
+"""Prometheus metrics (docs/configuration.md): what the service counts, and ``GET /metrics``.
 
 Every label value is bounded: a method among the HTTP methods, a route template (never a raw
 path), a status code, a backend or an outcome from a fixed set. No token, secret, id or address.

@@ -1,5 +1,5 @@
 """``spacesvc serve``: one process, or ``--workers N`` processes on one port, each draining on
-SIGTERM (SPEC §10).
+SIGTERM (docs/guarantees.md).
 
 A drained stop, in order: ``/readyz`` answers 503 and every response closes its connection
 (``spacesvc.lifecycle``); the process keeps serving for ``SPACESVC_SHUTDOWN_DELAY`` while load

@@ -1,4 +1,4 @@
-"""``/api/environments``: list, create and delete environments (SPEC §8)."""
+"""``/api/environments``: list, create and delete environments (docs/api.md)."""
 
 from __future__ import annotations
 

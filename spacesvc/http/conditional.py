@@ -37,7 +37,7 @@ def not_modified_response(version: int, headers: dict[str, str] | None = None) -
     return web.Response(status=304, headers={**(headers or {}), "ETag": etag_for(version)})
 
 
-# A watch holds a request at most this long (RFC 7240 ``Prefer: wait=N``, SPEC §9).
+# A watch holds a request at most this long (RFC 7240 ``Prefer: wait=N``, docs/guarantees.md).
 MAX_WAIT_SECONDS = 60
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?(?:$|[,;\s])", re.IGNORECASE)
 

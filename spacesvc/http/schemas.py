@@ -13,7 +13,7 @@ class SuccessSchema(Schema):
 
 class ErrorSchema(Schema):
     class Meta:
-        unknown = INCLUDE  # more properties may come (SPEC §3)
+        unknown = INCLUDE  # more properties may come (docs/api.md)
 
     code = fields.String(required=True, metadata={"enum": [code.value for code in ErrorCode]})
     message = fields.String(required=True)
