@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from spacesvc.typedefs import LIFECYCLE, LIVE
+from spacesvc.live import LIVE
 
 
 class Lifecycle:
@@ -18,6 +18,9 @@ class Lifecycle:
 
     def drain(self) -> None:
         self.draining = True
+
+
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 
 async def close_connections_while_draining(request: web.Request, response: web.StreamResponse) -> None:

@@ -28,12 +28,12 @@ from aiohttp import web
 
 from spacesvc import postgres
 from spacesvc.changes import CHANNEL, CONFIG, TOKENS, config_at
-from spacesvc.metrics import CACHE_READS, NOTIFICATIONS
+from spacesvc.instruments import CACHE_READS, NOTIFICATIONS
+from spacesvc.settings import SETTINGS
 from spacesvc.spaces import queries as spaces
 from spacesvc.spaces.model import SpacesConfig
 from spacesvc.tokens import queries as tokens
 from spacesvc.tokens.model import Principal
-from spacesvc.typedefs import LIVE, SETTINGS
 
 log = logging.getLogger("spacesvc.live")
 T = TypeVar("T")
@@ -246,6 +246,9 @@ class PerConfig(Generic[T]):
 def _resolve(future: asyncio.Future[None], *_: object) -> None:
     if not future.done():
         future.set_result(None)
+
+
+LIVE: web.AppKey[LiveState] = web.AppKey("live_state")
 
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:

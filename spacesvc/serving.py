@@ -40,9 +40,9 @@ from prometheus_client import multiprocess
 from spacesvc.app import create_app
 from spacesvc.errors import ConfigError
 from spacesvc.http.server import Runner, event_loop_factory
+from spacesvc.lifecycle import LIFECYCLE
 from spacesvc.logs import configure_logging
 from spacesvc.settings import Settings
-from spacesvc.typedefs import LIFECYCLE
 
 log = logging.getLogger("spacesvc")
 

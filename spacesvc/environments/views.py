@@ -19,7 +19,7 @@ from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
-from spacesvc.typedefs import LIVE
+from spacesvc.live import LIVE
 
 ENVIRONMENT_ID_PARAM = {"in": "path", "name": "id", "required": True, "schema": {"type": "string"}}
 

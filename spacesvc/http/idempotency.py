@@ -30,8 +30,9 @@ from spacesvc import postgres
 from spacesvc.errors import Unavailable
 from spacesvc.http.errors import ApiError, ErrorCode, validation_error
 from spacesvc.http.jsonio import read_body
-from spacesvc.metrics import IDEMPOTENT_REPLAYS
-from spacesvc.typedefs import FINGERPRINT_KEY, PRINCIPAL, SETTINGS
+from spacesvc.http.request_context import PRINCIPAL
+from spacesvc.instruments import IDEMPOTENT_REPLAYS
+from spacesvc.settings import SETTINGS
 
 log = logging.getLogger("spacesvc.idempotency")
 
@@ -196,6 +197,9 @@ async def _finish(app: web.Application, token_id: str, key: str, response: web.S
     except Unavailable:
         # The result stands; the claim stays in flight until the takeover bound.
         log.warning("could not record the outcome of an Idempotency-Key request")
+
+
+FINGERPRINT_KEY: web.AppKey[FingerprintKey] = web.AppKey("idempotency_fingerprint_key")
 
 
 async def fingerprint_key_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -1,5 +1,8 @@
 """The outermost middleware: a request id for every request, echoed in ``X-Request-ID``, and one
-JSON access-log line when the request ends."""
+JSON access-log line when the request ends.
+
+The keys of what the pipeline stores on a request are here: its id (set here) and its principal
+(set by ``spacesvc.http.authentication``, read by the layers after it and by the access log)."""
 
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ from aiohttp.typedefs import Middleware
 
 from spacesvc.http.errors import ClientDisconnected
 from spacesvc.http.types import Handler
+from spacesvc.instruments import request_metrics
 from spacesvc.logs import access_log
-from spacesvc.metrics import request_metrics
-from spacesvc.typedefs import PRINCIPAL, REQUEST_ID
+from spacesvc.tokens.model import Principal
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
 # The status logged for a request whose client went away before it could be answered (as nginx).
 CLIENT_CLOSED_REQUEST = 499

@@ -26,7 +26,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError
 from spacesvc.http.errors import ApiError, internal_error, validation_error
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.request_context import log_access, new_request_id
-from spacesvc.metrics import request_metrics
+from spacesvc.instruments import request_metrics
 
 log = logging.getLogger("spacesvc.server")
 

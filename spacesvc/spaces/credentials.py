@@ -31,14 +31,15 @@ from spacesvc.http.authorization import ANY_ROLE, READ, forbidden_scope, require
 from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, etag_for, not_modified, not_modified_response
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
-from spacesvc.live import PerConfig
-from spacesvc.metrics import CREDENTIAL_DELIVERIES
+from spacesvc.http.request_context import PRINCIPAL
+from spacesvc.instruments import CREDENTIAL_DELIVERIES
+from spacesvc.live import LIVE, PerConfig
+from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces import queries
 from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
 from spacesvc.spaces.schemas import BucketListSchema
 from spacesvc.tokens.model import CREDENTIALS_SCOPE
-from spacesvc.typedefs import LIVE, PRINCIPAL, SECRET_BACKEND
 
 NO_STORE = {"Cache-Control": "no-store"}
 

@@ -16,7 +16,7 @@ from spacesvc.http.errors import validation_error
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
-from spacesvc.typedefs import LIVE
+from spacesvc.live import LIVE
 
 
 class SpacesEnvironmentSchema(Schema):

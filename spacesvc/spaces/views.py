@@ -25,8 +25,9 @@ from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
-from spacesvc.live import PerConfig
-from spacesvc.metrics import WATCHES, WATCHES_ENDED
+from spacesvc.instruments import WATCHES, WATCHES_ENDED
+from spacesvc.live import LIVE, PerConfig
+from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces import queries
 from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput, WriteOutcome, not_configured
 from spacesvc.spaces.schemas import (
@@ -36,7 +37,6 @@ from spacesvc.spaces.schemas import (
     SpacesStatusSchema,
 )
 from spacesvc.spaces.validation import parse_patch, parse_put
-from spacesvc.typedefs import LIVE, SECRET_BACKEND
 
 ETAG_VALUE = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 IF_MATCH_PARAM = {
