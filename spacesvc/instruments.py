@@ -1,6 +1,7 @@
 """The Prometheus instruments: what the service counts (docs/configuration.md).
 
-A leaf: it imports nothing of the service, so any layer may count. ``spacesvc.metrics`` is the
+A leaf: it imports nothing of the service but the fence around aiohttp's private names, so any
+layer may count. ``spacesvc.metrics`` is the
 view that answers ``GET /metrics`` and sets the gauges of a process's own state.
 
 Every label value is bounded: a method among the HTTP methods, a route template (never a raw
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
+
+from spacesvc.http.private_api import match_info as matched
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -75,7 +78,7 @@ class RequestMetrics:
 
 def route_template(request: web.BaseRequest) -> str:
     """The matched route's template (``/api/environments/{id}``), or ``unmatched``: never the raw path."""
-    match_info = getattr(request, "_match_info", None)
+    match_info = matched(request)
     if match_info is None or match_info.http_exception is not None:
         return "unmatched"
     resource = match_info.route.resource
