@@ -28,7 +28,7 @@ from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ANY_ROLE, READ, forbidden_scope, requires
-from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, etag_for, not_modified, not_modified_response
+from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, format_etag, not_modified, not_modified_response
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
 from spacesvc.http.request_context import PRINCIPAL
@@ -143,7 +143,7 @@ class CredentialsView(web.View):
             "buckets": list(fields_.buckets),
             "version": config.version,
         }
-        return json_response(body, headers={**NO_STORE, "ETag": etag_for(config.version)})
+        return json_response(body, headers={**NO_STORE, "ETag": format_etag(config.version)})
 
 
 class EnvironmentBucketsView(web.View):
