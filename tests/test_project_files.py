@@ -14,6 +14,8 @@ from backends.vault import VaultSettings
 from spacesvc.errors import ConfigError
 from spacesvc.settings import Settings
 
+pytestmark = pytest.mark.unit
+
 
 def readme_commands(repo_root: Path) -> list[str]:
     blocks = re.findall(r"```sh\n(.*?)```", (repo_root / "README.md").read_text(), re.S)
