@@ -1,7 +1,6 @@
 """The Prometheus instruments: what the service counts (docs/configuration.md).
 
-A leaf: it imports nothing of the service but the fence around aiohttp's private names, so any
-layer may count. ``spacesvc.metrics`` is the
+A leaf: it imports nothing of the service, so any layer may count. ``spacesvc.metrics`` is the
 view that answers ``GET /metrics`` and sets the gauges of a process's own state.
 
 Every label value is bounded: a method among the HTTP methods, a route template (never a raw
@@ -10,12 +9,7 @@ path), a status code, a backend or an outcome from a fixed set. No token, secret
 
 from __future__ import annotations
 
-from aiohttp import web
 from prometheus_client import Counter, Gauge, Histogram
-
-from spacesvc.http.private_api import match_info as matched
-
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 REQUESTS = Counter("spacesvc_http_requests_total", "HTTP requests answered", ["method", "route", "status"])
 DURATION = Histogram(
@@ -56,33 +50,3 @@ IDEMPOTENT_REPLAYS = Counter("spacesvc_idempotent_replays_total", "Writes answer
 WATCHES = Gauge("spacesvc_watches_held", "Requests held by Prefer: wait now", multiprocess_mode="livesum")
 WATCHES_ENDED = Counter("spacesvc_watches_answered_total", "Held requests answered, by outcome", ["outcome"])
 CREDENTIAL_DELIVERIES = Counter("spacesvc_credential_deliveries_total", "Secrets delivered to workloads")
-
-
-class RequestMetrics:
-    """Counts and times answered requests; label children are looked up once per combination."""
-
-    def __init__(self) -> None:
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
-
-    def observe(self, request: web.BaseRequest, status: int, seconds: float) -> None:
-        method = request.method if request.method in METHODS else "OTHER"
-        route = route_template(request)
-        key = (method, route, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (REQUESTS.labels(method, route, str(status)), DURATION.labels(method, route, str(status)))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
-
-
-def route_template(request: web.BaseRequest) -> str:
-    """The matched route's template (``/api/environments/{id}``), or ``unmatched``: never the raw path."""
-    match_info = matched(request)
-    if match_info is None or match_info.http_exception is not None:
-        return "unmatched"
-    resource = match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
-request_metrics = RequestMetrics()

@@ -26,8 +26,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from spacesvc.http.errors import ApiError, internal_error, validation_error
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.private_api import ConnectionHandler, HandlerServer, ServerRunner
-from spacesvc.http.request_context import log_access, new_request_id
-from spacesvc.instruments import request_metrics
+from spacesvc.http.request_context import log_access, new_request_id, request_metrics
 
 log = logging.getLogger("spacesvc.server")
 
