@@ -1,8 +1,9 @@
 """Where a process is in its life, as its routes see it: serving, or draining before it stops.
 
-``spacesvc.serving`` starts the drain on SIGTERM (docs/guarantees.md): from then on ``/readyz`` answers 503
-so load balancers stop sending, and every response closes its connection, so a keep-alive client
-(or proxy) opens its next one elsewhere instead of finding this one closed under it.
+``spacesvc.serving`` starts the drain on SIGTERM (docs/guarantees.md): from then on ``/readyz``
+answers 503 so load balancers stop sending, and every response closes its connection, so a
+keep-alive client (or proxy) opens its next one elsewhere instead of finding this one closed
+under it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""State kept in memory for reads, fresh on every replica through PostgreSQL LISTEN/NOTIFY (docs/guarantees.md).
+"""State kept in memory for reads, fresh on every replica through PostgreSQL LISTEN/NOTIFY
+(docs/guarantees.md).
 
 Every change that a read here depends on (the configuration and its enablement, a token's
 revocation, an environment's deletion) sends ``NOTIFY spacesvc_changes`` in its own transaction,

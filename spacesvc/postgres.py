@@ -91,7 +91,8 @@ async def connection(pool: asyncpg.Pool, turns: asyncio.Semaphore, timeout: floa
 
     Requests wait for a connection in the order they asked (``turns``, a FIFO semaphore as large
     as the pool): asyncpg's own queue lets a newcomer take a connection just released before the
-    waiter it was meant for, which under load starved some requests for seconds (README.md, Benchmarks).
+    waiter it was meant for, which under load starved some requests for seconds (README.md,
+    Benchmarks).
     """
     try:
         async with asyncio.timeout(timeout):

@@ -1,4 +1,5 @@
-"""``Idempotency-Key`` on PUT, PATCH, DELETE and POST (docs/api.md), kept in PostgreSQL for every replica.
+"""``Idempotency-Key`` on PUT, PATCH, DELETE and POST (docs/api.md), kept in PostgreSQL for every
+replica.
 
 A key is scoped to the token. The first request claims it (``in_flight``); its 2xx response is kept
 24 h and replayed for the same key and body; another body is IDEMPOTENCY_KEY_REUSED; a retry while
