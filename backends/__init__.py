@@ -1,9 +1,12 @@
 """Secret backends: where the Spaces ``secretKey`` is kept.
 
-Each module here other than ``base`` defines one backend, which registers itself by name when
-its module is imported (``SecretBackend.__init_subclass__``). ``available()`` imports them all,
-so adding a backend is adding a module: the settings, the CLI, the schemas and the docs' table
-take their list from here.
+Each module here other than ``base``, ``errors`` and ``vault_auth`` defines one backend, which
+registers itself by name when its module is imported (``SecretBackend.__init_subclass__``).
+``available()`` imports them all, so adding a backend is adding a module: the settings, the CLI,
+the schemas and the docs' table take their list from here.
+
+The package depends on ``backends.errors`` alone of this repository: importing it loads no web
+framework, schema or metrics library.
 """
 
 from __future__ import annotations
@@ -13,19 +16,10 @@ import importlib
 import pkgutil
 from collections.abc import Mapping
 
-from backends.base import (
-    BackendSettings,
-    BackendUnavailable,
-    Health,
-    ReadOnlyBackend,
-    SecretBackend,
-    SecretLocation,
-    SecretUnreadable,
-    registered,
-)
-from spacesvc.errors import ConfigError
+from backends.base import BackendSettings, Health, SecretBackend, SecretLocation, registered
+from backends.errors import BackendUnavailable, ConfigError, ReadOnlyBackend, SecretUnreadable
 
-INFRASTRUCTURE = frozenset({"base", "vault_auth"})  # modules that are not backends
+INFRASTRUCTURE = frozenset({"base", "errors", "vault_auth"})  # modules that are not backends
 
 
 @functools.cache

@@ -1,40 +1,18 @@
-"""The secret-backend interface every backend implements, the errors it may raise, and the
-registry that every backend joins by subclassing ``SecretBackend``."""
+"""The secret-backend interface every backend implements and the registry that every backend
+joins by subclassing ``SecretBackend``; the errors it may raise are in ``backends.errors``.
+
+Calls are counted where the service composes its resources (``spacesvc.secret_backend``), by
+wrapping the chosen backend: nothing here knows the service's metrics."""
 
 from __future__ import annotations
 
-import functools
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
 import asyncpg
-
-from spacesvc.errors import Unavailable
-from spacesvc.metrics import BACKEND_CALLS
-
-# The operations counted in spacesvc_secret_backend_calls_total, whichever backend implements them.
-COUNTED_OPERATIONS = ("read", "write", "delete", "purge", "health")
-
-
-class BackendUnavailable(Unavailable):
-    """The backend cannot serve right now; answered as 503 SERVICE_UNAVAILABLE.
-
-    The message must never contain the secret or any credential.
-    """
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__("secret_backend", message, hint=hint)
-
-
-class ReadOnlyBackend(Exception):
-    """A write was attempted on a backend whose secret is not set through the API."""
-
-
-class SecretUnreadable(BackendUnavailable):
-    """A secret is stored but cannot be read back (e.g. its encryption key is missing)."""
 
 
 @dataclass(frozen=True)
@@ -107,10 +85,6 @@ class SecretBackend(ABC):
         if registered is not None and registered.__qualname__ != cls.__qualname__:
             raise TypeError(f"two secret backends are named {name!r}: {registered.__qualname__} and {cls.__qualname__}")
         _REGISTRY[name] = cls
-        for operation in COUNTED_OPERATIONS:
-            method = cls.__dict__.get(operation)
-            if method is not None:
-                setattr(cls, operation, _counted(name, operation, method))
 
     @abstractmethod
     def __init__(self, settings: Any) -> None:
@@ -148,23 +122,6 @@ class SecretBackend(ABC):
     def token_seconds_left(self) -> float | None:
         """Seconds left on the credential the backend holds, if it holds one that expires (metrics)."""
         return None
-
-
-def _counted(backend: str, operation: str, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """``method``, counting each call by outcome: ok, error (it raised), or unhealthy (health said so)."""
-    calls = {outcome: BACKEND_CALLS.labels(backend, operation, outcome) for outcome in ("ok", "error", "unhealthy")}
-
-    @functools.wraps(method)
-    async def counted(*args: Any, **kwargs: Any) -> Any:
-        try:
-            result = await method(*args, **kwargs)
-        except Exception:
-            calls["error"].inc()
-            raise
-        calls["unhealthy" if isinstance(result, Health) and not result.ok else "ok"].inc()
-        return result
-
-    return counted
 
 
 def registered() -> Mapping[str, type[SecretBackend]]:

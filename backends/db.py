@@ -20,8 +20,8 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from backends.base import BackendSettings, Health, SecretBackend, SecretLocation, SecretUnreadable
-from spacesvc.errors import ConfigError
+from backends.base import BackendSettings, Health, SecretBackend, SecretLocation
+from backends.errors import ConfigError, SecretUnreadable
 
 log = logging.getLogger("spacesvc.backends.db")
 

@@ -11,7 +11,8 @@ from typing import ClassVar, Self
 
 import asyncpg
 
-from backends.base import BackendSettings, Health, ReadOnlyBackend, SecretBackend, SecretLocation
+from backends.base import BackendSettings, Health, SecretBackend, SecretLocation
+from backends.errors import ReadOnlyBackend
 
 SECRET_VARIABLE = "SPACESVC_SPACES_SECRET_KEY"
 

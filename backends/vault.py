@@ -34,9 +34,9 @@ import hvac.exceptions
 import requests
 import urllib3
 
-from backends.base import BackendSettings, BackendUnavailable, Health, SecretBackend, SecretLocation
+from backends.base import BackendSettings, Health, SecretBackend, SecretLocation
+from backends.errors import BackendUnavailable, ConfigError
 from backends.vault_auth import NEVER, VaultSession, is_policy_denial
-from spacesvc.errors import ConfigError
 
 log = logging.getLogger("spacesvc.vault")
 

@@ -5,7 +5,7 @@ Vault's Kubernetes auth method (the service-account token file). A login method'
 renewed before it expires and replaced by a new login when it can no longer be renewed or is
 gone (revoked, expired); the token it replaces is revoked, so none is left behind.
 
-A refused login backs off (``VaultSettings.login_backoff``): Vault's user lockout (AppRole:
+A refused login backs off (``LoginSettings.login_backoff``): Vault's user lockout (AppRole:
 5 failures, each within 15 minutes of the previous one, lock the role for 15 minutes) must
 never be reached by a stale credential. A credential file whose content changes is tried at
 once, whatever the back-off.
@@ -22,16 +22,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import hvac
 import hvac.exceptions
 import requests
 
-from backends.base import BackendUnavailable
-
-if TYPE_CHECKING:
-    from backends.vault import VaultSettings
+from backends.errors import BackendUnavailable
 
 log = logging.getLogger("spacesvc.vault")
 
@@ -50,10 +47,43 @@ def is_policy_denial(error: hvac.exceptions.Forbidden) -> bool:
     return "invalid token" not in text and "error occurred" in text
 
 
+class LoginSettings(Protocol):
+    """What a session needs of the vault backend's settings (``backends.vault.VaultSettings``)."""
+
+    @property
+    def addr(self) -> str | None: ...
+    @property
+    def token(self) -> str | None: ...
+    @property
+    def namespace(self) -> str | None: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def role_id(self) -> str | None: ...
+    @property
+    def secret_id(self) -> str | None: ...
+    @property
+    def secret_id_file(self) -> str | None: ...
+    @property
+    def k8s_role(self) -> str | None: ...
+    @property
+    def k8s_token_file(self) -> str: ...
+    @property
+    def k8s_mount(self) -> str: ...
+    @property
+    def login_backoff(self) -> tuple[float, ...]: ...
+    @property
+    def logs_in(self) -> bool: ...
+    @property
+    def auth_method_name(self) -> str: ...
+    @property
+    def client_certificate(self) -> tuple[str, str] | None: ...
+
+
 class VaultSession:
     """One authenticated hvac client, kept alive: renewed before expiry, logged in again when due."""
 
-    def __init__(self, config: VaultSettings, verify: Callable[[], bool | str]) -> None:
+    def __init__(self, config: LoginSettings, verify: Callable[[], bool | str]) -> None:
         self._config = config
         self._verify = verify  # requests' ``verify``: True, False, or a CA bundle's path
         self._lock = threading.Lock()

@@ -1,4 +1,4 @@
-"""The two baselines the read and write figures are measured against (issue 11's table):
+"""The two baselines the read and write figures are measured against (the README's hot-path table):
 
 - ``canned``: a bare aiohttp handler on uvloop answering a fixed JSON body as long as spacesvc's
   GET /api/settings/spaces body: the framework's limit on this machine.

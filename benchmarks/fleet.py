@@ -1,5 +1,5 @@
-"""Issue 12's figures: what the metrics cost a read, and what `--workers 2` serves against one
-process, side by side in one run (wrk, authenticated GET /api/settings/spaces, access log at
+"""The fleet figures (README.md): what the metrics cost a read, and what `--workers 2` serves
+against one process, side by side in one run (wrk, authenticated GET /api/settings/spaces, access log at
 INFO into a file, rate limits on with a budget the load never spends).
 
 Three services on one PostgreSQL: one process with metrics (the default), one process with

@@ -1,5 +1,5 @@
-"""Issue 11's table, side by side in one run: spacesvc's reads and writes against the framework's
-limit (a canned aiohttp + uvloop handler) and a naive aiohttp + asyncpg handler, with wrk.
+"""The README's hot-path table, side by side in one run: spacesvc's reads and writes against the
+framework's limit (a canned aiohttp + uvloop handler) and a naive aiohttp + asyncpg handler, with wrk.
 
 Starts its own PostgreSQL, one `spacesvc serve` as in production (db backend, access log at INFO
 into a file, rate limits on with a budget the load never spends, so the limiter runs) and the two

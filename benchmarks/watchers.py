@@ -1,5 +1,5 @@
-"""Issue 11's watcher target: 10,000 concurrent watches (``Prefer: wait=60`` with the current
-``If-None-Match``) held by one `spacesvc serve` process, then one write: how long until every
+"""The watcher target (README.md, Benchmarks): 10,000 concurrent watches (``Prefer: wait=60``
+with the current ``If-None-Match``) held by one `spacesvc serve` process, then one write: how long until every
 watcher has its 200, and the process's resident memory while they are held and after.
 
 Starts its own PostgreSQL and one `spacesvc serve` (db backend, access log at INFO into a file).

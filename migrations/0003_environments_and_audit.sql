@@ -1,4 +1,4 @@
--- Environments (SPEC §8): the ones BRIDGEPORT enables the global Spaces configuration for.
+-- Environments (docs/api.md): the ones BRIDGEPORT enables the global Spaces configuration for.
 CREATE TABLE environments (
     id         uuid PRIMARY KEY DEFAULT gen_random_uuid(),
     name       text NOT NULL UNIQUE CHECK (name ~ '^[a-z0-9-]{1,63}$'),

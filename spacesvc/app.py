@@ -6,16 +6,12 @@ when it stops.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
-
 from aiohttp import web
 
-from backends import create_backend
 from spacesvc import __version__, postgres
 from spacesvc.audit.views import AuditView
 from spacesvc.environments.views import EnvironmentsView, EnvironmentView
-from spacesvc.health import healthz, readyz
+from spacesvc.health import READINESS_REPORTED, healthz, readyz
 from spacesvc.http import idempotency
 from spacesvc.http.authentication import authentication_middleware
 from spacesvc.http.envelope import error_middleware
@@ -25,27 +21,14 @@ from spacesvc.http.request_context import request_context_middleware
 from spacesvc.lifecycle import setup_lifecycle
 from spacesvc.live import live_ctx
 from spacesvc.metrics import metrics_ctx, metrics_view
-from spacesvc.s3 import S3Client
-from spacesvc.settings import Settings
+from spacesvc.s3 import S3, S3Client
+from spacesvc.secret_backend import secret_backend_ctx
+from spacesvc.settings import SETTINGS, Settings
 from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
 from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView
 from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
 from spacesvc.spaces.views import SpacesSettingsView
 from spacesvc.sweeper import sweeper_ctx
-from spacesvc.typedefs import READINESS_REPORTED, S3, SECRET_BACKEND, SETTINGS
-
-log = logging.getLogger("spacesvc")
-
-
-async def secret_backend_ctx(app: web.Application) -> AsyncIterator[None]:
-    backend = create_backend(app[SETTINGS].secrets)
-    app[SECRET_BACKEND] = backend
-    log.info("secret backend: %s", backend.name)
-    await backend.start()
-    try:
-        yield
-    finally:
-        await backend.close()
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -16,9 +16,10 @@ from spacesvc.errors import Unavailable
 from spacesvc.http.errors import RETRY_AFTER_SECONDS, ApiError, ErrorCode
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import errors, ok
+from spacesvc.lifecycle import LIFECYCLE
 from spacesvc.migrate import migration_state
+from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces import queries
-from spacesvc.typedefs import LIFECYCLE, READINESS_REPORTED, SECRET_BACKEND
 
 # The whole answer within READINESS_TIMEOUT; each check, run side by side, within CHECK_BUDGET,
 # so that a hung dependency is reported as itself (a secret backend bounds its own calls below it).
@@ -26,6 +27,9 @@ READINESS_TIMEOUT = 3.0
 CHECK_BUDGET = 2.5
 
 log = logging.getLogger("spacesvc.readiness")
+
+# The failing detail last logged per check (None: passing), to log changes only.
+READINESS_REPORTED: web.AppKey[dict[str, str | None]] = web.AppKey("readiness_reported")
 
 
 class HealthSchema(Schema):

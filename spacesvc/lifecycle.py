@@ -1,15 +1,16 @@
 """Where a process is in its life, as its routes see it: serving, or draining before it stops.
 
-``spacesvc.serving`` starts the drain on SIGTERM (SPEC §10): from then on ``/readyz`` answers 503
-so load balancers stop sending, and every response closes its connection, so a keep-alive client
-(or proxy) opens its next one elsewhere instead of finding this one closed under it.
+``spacesvc.serving`` starts the drain on SIGTERM (docs/guarantees.md): from then on ``/readyz``
+answers 503 so load balancers stop sending, and every response closes its connection, so a
+keep-alive client (or proxy) opens its next one elsewhere instead of finding this one closed
+under it.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from spacesvc.typedefs import LIFECYCLE, LIVE
+from spacesvc.live import LIVE
 
 
 class Lifecycle:
@@ -18,6 +19,9 @@ class Lifecycle:
 
     def drain(self) -> None:
         self.draining = True
+
+
+LIFECYCLE: web.AppKey[Lifecycle] = web.AppKey("lifecycle")
 
 
 async def close_connections_while_draining(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,4 +1,5 @@
-"""State kept in memory for reads, fresh on every replica through PostgreSQL LISTEN/NOTIFY (SPEC §9).
+"""State kept in memory for reads, fresh on every replica through PostgreSQL LISTEN/NOTIFY
+(docs/guarantees.md).
 
 Every change that a read here depends on (the configuration and its enablement, a token's
 revocation, an environment's deletion) sends ``NOTIFY spacesvc_changes`` in its own transaction,
@@ -28,12 +29,12 @@ from aiohttp import web
 
 from spacesvc import postgres
 from spacesvc.changes import CHANNEL, CONFIG, TOKENS, config_at
-from spacesvc.metrics import CACHE_READS, NOTIFICATIONS
+from spacesvc.instruments import CACHE_READS, NOTIFICATIONS
+from spacesvc.settings import SETTINGS
 from spacesvc.spaces import queries as spaces
 from spacesvc.spaces.model import SpacesConfig
 from spacesvc.tokens import queries as tokens
 from spacesvc.tokens.model import Principal
-from spacesvc.typedefs import LIVE, SETTINGS
 
 log = logging.getLogger("spacesvc.live")
 T = TypeVar("T")
@@ -147,7 +148,7 @@ class LiveState:
         self._wake_watches()
 
     def stop_watches(self) -> None:
-        """Shutting down: answer every held watch now with what is current (SPEC §10)."""
+        """Shutting down: answer every held watch now with what is current (docs/guarantees.md)."""
         self.stopping = True
         self._wake_watches()
 
@@ -246,6 +247,9 @@ class PerConfig(Generic[T]):
 def _resolve(future: asyncio.Future[None], *_: object) -> None:
     if not future.done():
         future.set_result(None)
+
+
+LIVE: web.AppKey[LiveState] = web.AppKey("live_state")
 
 
 async def live_ctx(app: web.Application) -> AsyncIterator[None]:

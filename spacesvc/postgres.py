@@ -12,10 +12,13 @@ from aiohttp import web
 from yarl import URL
 
 from spacesvc.errors import Unavailable
-from spacesvc.settings import Settings
-from spacesvc.typedefs import POOL, POOL_TURNS, SETTINGS
+from spacesvc.settings import SETTINGS, Settings
 
 log = logging.getLogger("spacesvc.postgres")
+
+POOL: web.AppKey[asyncpg.Pool] = web.AppKey("pool")
+# Waits for a pooled connection, in the order they asked (``acquire``).
+POOL_TURNS: web.AppKey[asyncio.Semaphore] = web.AppKey("pool_turns")
 
 # Shutdown never waits longer than this for connections still busy.
 POOL_CLOSE_SECONDS = 10.0
@@ -88,7 +91,8 @@ async def connection(pool: asyncpg.Pool, turns: asyncio.Semaphore, timeout: floa
 
     Requests wait for a connection in the order they asked (``turns``, a FIFO semaphore as large
     as the pool): asyncpg's own queue lets a newcomer take a connection just released before the
-    waiter it was meant for, which under load starved some requests for seconds (issue 11).
+    waiter it was meant for, which under load starved some requests for seconds (README.md,
+    Benchmarks).
     """
     try:
         async with asyncio.timeout(timeout):

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from aiohttp import web
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -218,3 +219,6 @@ class S3Client:
         except (TimeoutError, BotoCoreError) as error:
             return TestReport(False, f"Could not reach {where}: {reason(error)}.", [], {})
         return TestReport(True, f"Connected to {where}: {len(found)} bucket(s) visible.", found, {})
+
+
+S3: web.AppKey[S3Client] = web.AppKey("s3")

@@ -1,5 +1,5 @@
 """``spacesvc serve``: one process, or ``--workers N`` processes on one port, each draining on
-SIGTERM (SPEC §10).
+SIGTERM (docs/guarantees.md).
 
 A drained stop, in order: ``/readyz`` answers 503 and every response closes its connection
 (``spacesvc.lifecycle``); the process keeps serving for ``SPACESVC_SHUTDOWN_DELAY`` while load
@@ -40,9 +40,9 @@ from prometheus_client import multiprocess
 from spacesvc.app import create_app
 from spacesvc.errors import ConfigError
 from spacesvc.http.server import Runner, event_loop_factory
+from spacesvc.lifecycle import LIFECYCLE
 from spacesvc.logs import configure_logging
 from spacesvc.settings import Settings
-from spacesvc.typedefs import LIFECYCLE
 
 log = logging.getLogger("spacesvc")
 

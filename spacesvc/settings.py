@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from aiohttp import web
+
 import backends
 from backends import BackendSettings
 from backends.db import DbSettings
@@ -124,6 +126,9 @@ class Settings:
 
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 
 
 def check_redis_url(url: str) -> None:

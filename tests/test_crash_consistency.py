@@ -1,4 +1,4 @@
-"""kill -9 during bursts of writes (SPEC §7): after each crash and restart the configuration's
+"""kill -9 during bursts of writes (docs/guarantees.md): after each crash and restart the configuration's
 fields and its secret still belong to the same write, and no write that was answered is lost."""
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from backends.db import DbSettings, new_encryption_key
 from spacesvc.errors import ConfigError
 from spacesvc.settings import Settings, parse_seconds
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
 # The oldest Kubernetes the manifests are written for, and the newest whose schemas the installed

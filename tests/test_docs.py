@@ -7,6 +7,7 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 import backends
@@ -24,6 +25,7 @@ def table(markdown: str, heading: str) -> list[list[str]]:
     return [[cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines[start + 2 : end]]
 
 
+@pytest.mark.unit
 def test_readme_and_docs_link_only_to_files_in_the_repository(repo_root: Path) -> None:
     pages = [repo_root / "README.md", *sorted((repo_root / "docs").glob("*.md"))]
     assert len(pages) >= 4
@@ -49,6 +51,7 @@ async def test_the_route_table_is_the_openapi_documents(client: TestClient, repo
     assert written == documented
 
 
+@pytest.mark.unit
 def test_the_error_table_is_the_codes(repo_root: Path) -> None:
     rows = table((repo_root / "docs" / "api.md").read_text(), "## Errors")
     written = {row[0].strip("`"): int(row[1].split()[0]) for row in rows}
@@ -65,6 +68,7 @@ def variables_read_by_the_code(repo_root: Path) -> set[str]:
     return found
 
 
+@pytest.mark.unit
 def test_every_variable_the_code_reads_is_documented(repo_root: Path) -> None:
     variables = variables_read_by_the_code(repo_root)
     assert {"SPACESVC_DATABASE_URL", "SPACESVC_ENCRYPTION_KEYS", "VAULT_ADDR"} <= variables
@@ -72,6 +76,7 @@ def test_every_variable_the_code_reads_is_documented(repo_root: Path) -> None:
     assert sorted(name for name in variables if f"`{name}`" not in documented) == []
 
 
+@pytest.mark.unit
 def test_the_backend_table_is_the_registry(repo_root: Path) -> None:
     rows = table((repo_root / "docs" / "configuration.md").read_text(), "## Secret backends")
     written = {row[0].strip("`"): row for row in rows}

@@ -1,4 +1,4 @@
-"""Running a fleet (SPEC §10): budgets shared in Redis across processes, `serve --workers`, a
+"""Running a fleet (docs/guarantees.md): budgets shared in Redis across processes, `serve --workers`, a
 drained shutdown (also behind a real HAProxy, under load), and the metrics that show it."""
 
 from __future__ import annotations

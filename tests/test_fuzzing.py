@@ -8,9 +8,9 @@ What is left out, and why:
   names shaped like IPv4 addresses, ports over 65535); tests/spaces/test_validation.py asserts
   acceptance example by example instead.
 - use_after_free: after DELETE, GET /api/settings/spaces answers 200 {"configured": false} as
-  BRIDGEPORT does (SPEC §2), not 404.
+  BRIDGEPORT does (docs/api.md), not 404.
 - ensure_resource_availability: a new environment's buckets and credentials answer 404 until
-  Spaces is enabled for it (SPEC §8); tests/spaces/test_enablement.py covers that sequence.
+  Spaces is enabled for it (docs/api.md); tests/spaces/test_enablement.py covers that sequence.
 - POST /test and the two bucket listings: they connect to the endpoint a request names, and
   fuzzed endpoints would be arbitrary hosts; tests/spaces/test_connection_test.py and
   tests/spaces/test_enablement.py drive them against a real S3 server (moto).

@@ -1,4 +1,4 @@
-"""Hostile and broken clients against a real `spacesvc serve` (SPEC §11): what aiohttp's parser
+"""Hostile and broken clients against a real `spacesvc serve` (docs/guarantees.md): what aiohttp's parser
 rejects still gets the envelope and an X-Request-ID, no header value reaches the log, slow and
 idle clients are disconnected, and a client that hangs up is not a server error."""
 
@@ -19,7 +19,7 @@ from tests.support.postgres import free_port
 from tests.support.secrecy import assert_hidden
 from tests.support.service import Serve
 
-BOUND = 30.0  # SPEC §11: a slow client is disconnected within this
+BOUND = 30.0  # docs/guarantees.md: a slow client is disconnected within this
 
 
 @pytest.fixture

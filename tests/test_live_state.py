@@ -1,4 +1,4 @@
-"""State in memory, fresh on every replica (SPEC §9): two `spacesvc serve` processes on one
+"""State in memory, fresh on every replica (docs/guarantees.md): two `spacesvc serve` processes on one
 PostgreSQL; a change through either one, or through the command line, shows on the other within
 the bound; killing the listening connection keeps reads correct, and listening comes back."""
 
@@ -21,7 +21,7 @@ from tests.support.postgres import free_port
 from tests.support.service import Serve
 from tests.support.timing import seconds_until
 
-# SPEC §9 says 100 ms; the assertion allows a noisy shared machine some slack, and the measured
+# docs/guarantees.md says 100 ms; the assertion allows a noisy shared machine some slack, and the measured
 # figures are printed.
 BOUND = 0.5
 

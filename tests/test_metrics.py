@@ -1,4 +1,4 @@
-"""GET /metrics (SPEC §10): Prometheus text for anyone, never rate limited, labelled by route
+"""GET /metrics (docs/configuration.md): Prometheus text for anyone, never rate limited, labelled by route
 template and never by a raw path, a token or a secret; the figures move with what happens."""
 
 from __future__ import annotations

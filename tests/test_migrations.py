@@ -9,7 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from backends.db import DbSettings
-from spacesvc.migrate import MigrationError, load_migrations, migrate
+from spacesvc.migrate import COMMENT_EDITS, MigrationError, load_migrations, migrate, migration_state
 from spacesvc.settings import Settings
 from tests.support.api import MakeClient
 from tests.support.secrecy import TEST_KEY
@@ -43,6 +43,13 @@ async def test_an_edited_applied_migration_is_refused(conn: asyncpg.Connection) 
     await conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE version = 1")
     with pytest.raises(MigrationError, match="changed after it was applied"):
         await migrate(conn)
+
+
+async def test_a_migration_applied_before_an_edit_of_its_comments_alone_is_accepted(conn: asyncpg.Connection) -> None:
+    for version, former in COMMENT_EDITS.items():
+        await conn.execute("UPDATE schema_migrations SET checksum = $1 WHERE version = $2", min(former), version)
+    assert await migrate(conn) == []
+    assert await migration_state(conn) == (True, "all migrations applied")
 
 
 async def test_an_unknown_migration_among_the_known_ones_is_refused(conn: asyncpg.Connection) -> None:

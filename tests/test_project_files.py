@@ -1,4 +1,5 @@
-"""What can be checked here of the files a user runs by hand: README, .ci/run, docker-compose.yml."""
+"""What can be checked here of the files a user runs by hand: README, .ci/run, docker-compose.yml;
+and of every file a reader of the repository has."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from backends.db import DbSettings
 from backends.vault import VaultSettings
 from spacesvc.errors import ConfigError
 from spacesvc.settings import Settings
+
+pytestmark = pytest.mark.unit
 
 
 def readme_commands(repo_root: Path) -> list[str]:
@@ -127,3 +130,46 @@ def test_the_dockerfile_runs_a_supported_python_as_a_user_other_than_root(repo_r
     supported = (repo_root / "README.md").read_text().split("## Supported", 1)[1].split("\n## ", 1)[0]
     assert base[1] in supported
     assert re.search(r"^USER (?!root)\S+$", dockerfile, re.M)
+
+
+# Written so that this file does not match itself: "[S]PEC" and "[Ii]ssue [0-9]" are not what they find.
+OUTSIDE_REFERENCE = re.compile(r"[S]PEC|\u00a7|[Ii]ssue [0-9]")
+NOT_THE_REPOSITORY = {
+    ".git",
+    ".venv",
+    "__pycache__",
+    ".mypy_cache",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".spacesvc",
+    "build",
+    "dist",
+}
+
+
+def repository_files(repo_root: Path) -> list[Path]:
+    """Every file of the checkout, without what tools generate beside it (virtualenv, caches, egg-info)."""
+    found = []
+    for path in sorted(repo_root.rglob("*")):
+        parts = path.relative_to(repo_root).parts
+        if any(part in NOT_THE_REPOSITORY or part.endswith(".egg-info") for part in parts) or not path.is_file():
+            continue
+        found.append(path)
+    return found
+
+
+def test_nothing_cites_a_document_outside_the_repository(repo_root: Path) -> None:
+    """Code, tests, docs, manifests and benchmarks cite the repository's own docs, never a
+    specification's sections or tracker entries a reader of the repository does not have."""
+    citing = []
+    for path in repository_files(repo_root):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # not text
+        citing += [
+            f"{path.relative_to(repo_root)}:{number}: {line.strip()}"
+            for number, line in enumerate(text.splitlines(), 1)
+            if OUTSIDE_REFERENCE.search(line)
+        ]
+    assert len(repository_files(repo_root)) > 100 and not citing, "\n".join(citing)

@@ -1,2 +1,2 @@
 """The audit trail: every change and every credential delivery, recorded in the change's own
-transaction (SPEC §8). No entry holds a secret or a token."""
+transaction (docs/api.md). No entry holds a secret or a token."""

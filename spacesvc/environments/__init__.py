@@ -1,2 +1,2 @@
-"""Environments (SPEC §8): the list BRIDGEPORT enables the Spaces configuration for, and that
+"""Environments (docs/api.md): the list BRIDGEPORT enables the Spaces configuration for, and that
 tokens for workloads are bound to."""

@@ -1,7 +1,8 @@
-"""``/api/environments``: list, create and delete environments (SPEC §8)."""
+"""``/api/environments``: list, create and delete environments (docs/api.md)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -14,12 +15,12 @@ from spacesvc.environments import queries
 from spacesvc.environments.model import Environment
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
-from spacesvc.http.errors import validation_error
+from spacesvc.http.errors import ApiError, validation_error
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
-from spacesvc.http.schemas import SuccessSchema
-from spacesvc.typedefs import LIVE
+from spacesvc.http.schemas import UNKNOWN_FIELD, SuccessSchema, load_body
+from spacesvc.live import LIVE
 
 ENVIRONMENT_ID_PARAM = {"in": "path", "name": "id", "required": True, "schema": {"type": "string"}}
 
@@ -43,6 +44,16 @@ class EnvironmentInput(Schema):
         unknown = RAISE
 
     name = fields.String(required=True, metadata={"pattern": "^[a-z0-9-]{1,63}$", "example": "production"})
+
+
+ENVIRONMENT_INPUT = EnvironmentInput()
+
+
+def invalid_environment(field: str, failing: Mapping[str, list[str]]) -> ApiError:
+    """An unknown field, or no name that is a string (the name's rule is the data layer's: ``check_name``)."""
+    if failing[field] == [UNKNOWN_FIELD]:
+        return validation_error(f'Unknown field "{field}".', field=field, hint='Send {"name": …}.')
+    return validation_error("name is required: 1 to 63 characters of a-z, 0-9 and '-'.", field="name")
 
 
 def present(environment: Environment) -> dict[str, Any]:
@@ -82,13 +93,7 @@ class EnvironmentsView(web.View):
         return await run_idempotently(self.request, self._create)
 
     async def _create(self) -> web.Response:
-        body = await read_json_object(self.request)
-        unknown = sorted(set(body) - {"name"})
-        if unknown:
-            raise validation_error(f'Unknown field "{unknown[0]}".', field=unknown[0], hint='Send {"name": …}.')
-        name = body.get("name")
-        if not isinstance(name, str):
-            raise validation_error("name is required: 1 to 63 characters of a-z, 0-9 and '-'.", field="name")
+        name = load_body(ENVIRONMENT_INPUT, await read_json_object(self.request), invalid_environment)["name"]
         async with postgres.acquire(self.request.app) as conn:
             environment = await queries.create(conn, name, request_actor(self.request))
         return json_response({"environment": present(environment)}, status=201)

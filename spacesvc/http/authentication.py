@@ -9,9 +9,11 @@ from aiohttp import web
 
 from spacesvc.audit.model import Actor
 from spacesvc.http.errors import ApiError, ErrorCode
+from spacesvc.http.ratelimit import RATE_LIMITS
+from spacesvc.http.request_context import PRINCIPAL, REQUEST_ID
 from spacesvc.http.types import Handler
+from spacesvc.live import LIVE
 from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken, Principal
-from spacesvc.typedefs import LIVE, PRINCIPAL, RATE_LIMITS, REQUEST_ID
 
 # Routes under /api need a bearer token; the docs (and the health probes, outside /api) do not.
 PROTECTED_PREFIX = "/api/"

@@ -9,8 +9,8 @@ from typing import TypeVar
 from aiohttp import web
 
 from spacesvc.http.errors import ApiError, ErrorCode
+from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.tokens.model import ROLES, Principal
-from spacesvc.typedefs import PRINCIPAL
 
 ANY_ROLE = frozenset(ROLES)
 ADMIN = frozenset({"admin"})

@@ -1,4 +1,7 @@
-"""Conditional reads (RFC 9110 ``If-None-Match``): answer 304 when the client has the version."""
+"""ETags and conditional requests (RFC 9110): the one ETag format and parser of the service, and
+conditional reads (``If-None-Match``), which answer 304 while the client has the version.
+
+An ETag is a version, quoted: ``"3"``; a weak one (``W/"3"``) names the same version."""
 
 from __future__ import annotations
 
@@ -6,7 +9,9 @@ import re
 
 from aiohttp import web
 
+# One entity-tag, weak or strong; its group is the opaque tag (the version, for this service's).
 ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
+VERSION = re.compile(r"\d{1,9}")
 
 # The OpenAPI parameter of a conditional read.
 IF_NONE_MATCH_PARAM = {
@@ -18,8 +23,20 @@ IF_NONE_MATCH_PARAM = {
 }
 
 
-def etag_for(version: int) -> str:
+def format_etag(version: int) -> str:
+    """The ETag of ``version``."""
     return f'"{version}"'
+
+
+def parse_etag(value: str) -> int | None:
+    """The version one ETag names (``"3"``, ``W/"3"``), or None if ``value`` is not one such ETag."""
+    match = ENTITY_TAG.fullmatch(value.strip())
+    return int(match[1]) if match is not None and VERSION.fullmatch(match[1]) else None
+
+
+def listed_tags(value: str) -> list[str]:
+    """The opaque tags of every entity-tag in a list (``W/"3", "4"`` gives ``["3", "4"]``)."""
+    return ENTITY_TAG.findall(value)
 
 
 def not_modified(request: web.Request, version: int) -> bool:
@@ -30,14 +47,14 @@ def not_modified(request: web.Request, version: int) -> bool:
 
 def names_version(request: web.Request, version: int) -> bool:
     """Whether If-None-Match names ``version`` itself (``*`` names none): what a watch waits on."""
-    return str(version) in ENTITY_TAG.findall(request.headers.get("If-None-Match", ""))
+    return str(version) in listed_tags(request.headers.get("If-None-Match", ""))
 
 
 def not_modified_response(version: int, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=304, headers={**(headers or {}), "ETag": etag_for(version)})
+    return web.Response(status=304, headers={**(headers or {}), "ETag": format_etag(version)})
 
 
-# A watch holds a request at most this long (RFC 7240 ``Prefer: wait=N``, SPEC §9).
+# A watch holds a request at most this long (RFC 7240 ``Prefer: wait=N``, docs/guarantees.md).
 MAX_WAIT_SECONDS = 60
 PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?(?:$|[,;\s])", re.IGNORECASE)
 

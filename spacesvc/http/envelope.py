@@ -9,8 +9,9 @@ from aiohttp import web
 from spacesvc.errors import DomainError, Unavailable
 from spacesvc.http.errors import ApiError, ClientDisconnected, ErrorCode, from_domain, internal_error, validation_error
 from spacesvc.http.jsonio import json_response
+from spacesvc.http.request_context import REQUEST_ID
 from spacesvc.http.types import Handler
-from spacesvc.typedefs import REQUEST_ID, SETTINGS
+from spacesvc.settings import SETTINGS
 
 error_log = logging.getLogger("spacesvc.error")
 dependency_log = logging.getLogger("spacesvc.dependency")

@@ -1,4 +1,5 @@
-"""``Idempotency-Key`` on PUT, PATCH, DELETE and POST (SPEC §4), kept in PostgreSQL for every replica.
+"""``Idempotency-Key`` on PUT, PATCH, DELETE and POST (docs/api.md), kept in PostgreSQL for every
+replica.
 
 A key is scoped to the token. The first request claims it (``in_flight``); its 2xx response is kept
 24 h and replayed for the same key and body; another body is IDEMPOTENCY_KEY_REUSED; a retry while
@@ -30,8 +31,9 @@ from spacesvc import postgres
 from spacesvc.errors import Unavailable
 from spacesvc.http.errors import ApiError, ErrorCode, validation_error
 from spacesvc.http.jsonio import read_body
-from spacesvc.metrics import IDEMPOTENT_REPLAYS
-from spacesvc.typedefs import FINGERPRINT_KEY, PRINCIPAL, SETTINGS
+from spacesvc.http.request_context import PRINCIPAL
+from spacesvc.instruments import IDEMPOTENT_REPLAYS
+from spacesvc.settings import SETTINGS
 
 log = logging.getLogger("spacesvc.idempotency")
 
@@ -196,6 +198,9 @@ async def _finish(app: web.Application, token_id: str, key: str, response: web.S
     except Unavailable:
         # The result stands; the claim stays in flight until the takeover bound.
         log.warning("could not record the outcome of an Idempotency-Key request")
+
+
+FINGERPRINT_KEY: web.AppKey[FingerprintKey] = web.AppKey("idempotency_fingerprint_key")
 
 
 async def fingerprint_key_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import AiohttpApiSpec
 from apispec import APISpec
 from marshmallow import Schema
 
 from spacesvc.http.errors import STATUS
+from spacesvc.http.private_api import OperationHookSpec
 from spacesvc.http.schemas import ErrorSchema
 
 DOCS_PATH = "/api/docs"
@@ -117,7 +117,7 @@ def json_body(schema: Schema | type[Schema], description: str) -> dict[str, Any]
     return {"required": True, "description": description, "content": {JSON: {"schema": schema}}}
 
 
-class OpenApi3Spec(AiohttpApiSpec):
+class OpenApi3Spec(OperationHookSpec):
     def __init__(self, *, title: str, version: str) -> None:
         super().__init__(
             url=OPENAPI_PATH, swagger_path=DOCS_PATH, static_path=f"{DOCS_PATH}/static", title=title, version=version
@@ -135,7 +135,7 @@ class OpenApi3Spec(AiohttpApiSpec):
         )
         self.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
 
-    def _update_paths(self, data: dict[str, Any], method: str, url_path: str) -> None:
+    def add_operation(self, data: dict[str, Any], method: str, url_path: str) -> None:
         if method == "head":
             return  # HEAD is answered wherever GET is; one operation (and operationId) per route
         operation = {k: v for k, v in data.items() if k not in ("produces", "schemas")}

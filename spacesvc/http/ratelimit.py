@@ -30,10 +30,10 @@ from limits.storage import storage_from_string
 
 from spacesvc.errors import ConfigError
 from spacesvc.http.errors import ApiError, ErrorCode
+from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.http.types import Handler
-from spacesvc.metrics import RATE_LIMIT_STORAGE_ERRORS, RATE_LIMIT_STORAGE_UP, RATE_LIMITED
-from spacesvc.settings import RateBudget, Settings
-from spacesvc.typedefs import PRINCIPAL, RATE_LIMITS, SETTINGS
+from spacesvc.instruments import RATE_LIMIT_STORAGE_ERRORS, RATE_LIMIT_STORAGE_UP, RATE_LIMITED
+from spacesvc.settings import SETTINGS, RateBudget, Settings
 
 log = logging.getLogger("spacesvc.ratelimit")
 
@@ -195,6 +195,9 @@ class RateLimits:
         shared = SharedStorage(settings.rate_limit_storage)
         made = {policy: SharedBudget(policy, budget, shared) if budget else None for policy, budget in budgets.items()}
         return cls(made["requests"], made["auth-failures"], shared)
+
+
+RATE_LIMITS: web.AppKey[RateLimits] = web.AppKey("rate_limits")
 
 
 async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:

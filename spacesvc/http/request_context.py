@@ -1,5 +1,9 @@
 """The outermost middleware: a request id for every request, echoed in ``X-Request-ID``, and one
-JSON access-log line when the request ends."""
+JSON access-log line when the request ends, and its count and time in the metrics, labelled by
+route template.
+
+The keys of what the pipeline stores on a request are here: its id (set here) and its principal
+(set by ``spacesvc.http.authentication``, read by the layers after it and by the access log)."""
 
 from __future__ import annotations
 
@@ -8,12 +12,17 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from prometheus_client import Counter, Histogram
 
 from spacesvc.http.errors import ClientDisconnected
+from spacesvc.http.private_api import match_info as matched
 from spacesvc.http.types import Handler
+from spacesvc.instruments import DURATION, REQUESTS
 from spacesvc.logs import access_log
-from spacesvc.metrics import request_metrics
-from spacesvc.typedefs import PRINCIPAL, REQUEST_ID
+from spacesvc.tokens.model import Principal
+
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id")
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 
 # The status logged for a request whose client went away before it could be answered (as nginx).
 CLIENT_CLOSED_REQUEST = 499
@@ -75,6 +84,40 @@ def log_access(
             "remote": remote,
         },
     )
+
+
+# The methods counted by name; any other is counted as OTHER.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestMetrics:
+    """Counts and times answered requests; label children are looked up once per combination."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, request: web.BaseRequest, status: int, seconds: float) -> None:
+        method = request.method if request.method in METHODS else "OTHER"
+        route = route_template(request)
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (REQUESTS.labels(method, route, str(status)), DURATION.labels(method, route, str(status)))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+def route_template(request: web.BaseRequest) -> str:
+    """The matched route's template (``/api/environments/{id}``), or ``unmatched``: never the raw path."""
+    match_info = matched(request)
+    if match_info is None or match_info.http_exception is not None:
+        return "unmatched"
+    resource = match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+request_metrics = RequestMetrics()
 
 
 def request_context_middleware(*, metrics: bool) -> Middleware:

@@ -21,12 +21,12 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import http_exceptions, web
-from aiohttp.web_protocol import RequestHandler, RequestPayloadError
+from aiohttp.web_protocol import RequestPayloadError
 
 from spacesvc.http.errors import ApiError, internal_error, validation_error
 from spacesvc.http.jsonio import json_response
-from spacesvc.http.request_context import log_access, new_request_id
-from spacesvc.metrics import request_metrics
+from spacesvc.http.private_api import ConnectionHandler, HandlerServer, ServerRunner
+from spacesvc.http.request_context import log_access, new_request_id, request_metrics
 
 log = logging.getLogger("spacesvc.server")
 
@@ -62,7 +62,7 @@ def parser_error(error: BaseException | None) -> ApiError:
     return internal_error()
 
 
-class Protocol(RequestHandler):
+class Protocol(ConnectionHandler):
     """aiohttp's connection handler, with the envelope for parser errors and a header deadline."""
 
     __slots__ = ("_had_request", "_header_deadline")
@@ -73,15 +73,15 @@ class Protocol(RequestHandler):
         self._had_request = False
 
     def data_received(self, data: bytes) -> None:
-        waiting_for_a_request = self._waiter is not None and not self._waiter.done()
+        waiting_for_a_request = self.waiting_for_request
         super().data_received(data)
-        if self._messages:  # a whole head arrived
+        if self.head_received:
             self._had_request = True
             self._cancel_header_deadline()
         elif (waiting_for_a_request or not self._had_request) and self._header_deadline is None:
             # part of a head: between requests, or on a connection so new its handler has not
             # started waiting (bytes of a body being read, or read after its answer, are not)
-            self._header_deadline = self._loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
+            self._header_deadline = self.event_loop.call_later(HEADER_TIMEOUT, self._headers_too_slow)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_header_deadline()
@@ -94,7 +94,7 @@ class Protocol(RequestHandler):
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
-        if not self._messages and not self._request_in_progress:
+        if not self.head_received and not self.request_in_progress:
             log.info("closed a connection whose request head took over %gs", HEADER_TIMEOUT)
             self.force_close()
 
@@ -133,7 +133,7 @@ class Protocol(RequestHandler):
         )
         response.force_close()
         log_access(request_id, "-", "-", error.status, 0.0, None, request.remote)
-        if isinstance(self._manager, Server) and self._manager.counted:
+        if isinstance(self.web_server, Server) and self.web_server.counted:
             request_metrics.observe(request, error.status, 0.0)
         return response
 
@@ -147,24 +147,21 @@ def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
-class Server(web.Server):
+class Server(HandlerServer):
+    handler_class = Protocol
     counted = True  # whether parser rejections are counted in the metrics (SPACESVC_METRICS)
 
-    def __call__(self) -> RequestHandler:
-        return Protocol(self, loop=self._loop, **self._kwargs)
 
-
-class Runner(web.AppRunner):
+class Runner(ServerRunner):
     """An AppRunner whose connections are handled by ``Protocol``."""
+
+    server_class = Server
 
     def __init__(self, app: web.Application, *, metrics: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("lingering_time", LINGERING_TIME)
         super().__init__(app, **kwargs)
         self._metrics = metrics
 
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        server.__class__ = Server  # same state; only the connection handler it builds differs
+    def server_made(self, server: HandlerServer) -> None:
         assert isinstance(server, Server)
         server.counted = self._metrics
-        return server

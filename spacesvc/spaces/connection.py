@@ -17,12 +17,13 @@ from spacesvc.http.authorization import ADMIN, ADMIN_OR_OPERATOR, ANY_ROLE, READ
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
-from spacesvc.s3 import Target, endpoint_url, is_scoped_key, reason
+from spacesvc.http.request_context import PRINCIPAL
+from spacesvc.s3 import S3, Target, endpoint_url, is_scoped_key, reason
+from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces import queries
 from spacesvc.spaces.model import SpacesFields, not_configured
 from spacesvc.spaces.schemas import BucketListSchema, ConnectionTestSchema, SpacesConfigInput
 from spacesvc.spaces.validation import parse_put
-from spacesvc.typedefs import PRINCIPAL, S3, SECRET_BACKEND
 
 
 def target_for(fields: SpacesFields, secret: str) -> Target:

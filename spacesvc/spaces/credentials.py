@@ -28,17 +28,18 @@ from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ANY_ROLE, READ, forbidden_scope, requires
-from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, etag_for, not_modified, not_modified_response
+from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, format_etag, not_modified, not_modified_response
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
-from spacesvc.live import PerConfig
-from spacesvc.metrics import CREDENTIAL_DELIVERIES
+from spacesvc.http.request_context import PRINCIPAL
+from spacesvc.instruments import CREDENTIAL_DELIVERIES
+from spacesvc.live import LIVE, PerConfig
+from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces import queries
 from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
 from spacesvc.spaces.schemas import BucketListSchema
 from spacesvc.tokens.model import CREDENTIALS_SCOPE
-from spacesvc.typedefs import LIVE, PRINCIPAL, SECRET_BACKEND
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -142,7 +143,7 @@ class CredentialsView(web.View):
             "buckets": list(fields_.buckets),
             "version": config.version,
         }
-        return json_response(body, headers={**NO_STORE, "ETag": etag_for(config.version)})
+        return json_response(body, headers={**NO_STORE, "ETag": format_etag(config.version)})
 
 
 class EnvironmentBucketsView(web.View):

@@ -3,6 +3,8 @@ with whether the configuration is enabled for it; ``…/{environmentId}`` enable
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiohttp import web
 from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields
@@ -12,11 +14,12 @@ from spacesvc.changes import CONFIG
 from spacesvc.environments import queries as environments
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
-from spacesvc.http.errors import validation_error
+from spacesvc.http.errors import ApiError, validation_error
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
-from spacesvc.typedefs import LIVE
+from spacesvc.http.schemas import JsonBoolean, load_body
+from spacesvc.live import LIVE
 
 
 class SpacesEnvironmentSchema(Schema):
@@ -33,12 +36,19 @@ class EnablementInput(Schema):
     class Meta:
         unknown = RAISE
 
-    enabled = fields.Boolean(required=True)
+    enabled = JsonBoolean(required=True)
+
+
+def invalid_enablement(field: str, failing: Mapping[str, list[str]]) -> ApiError:
+    return validation_error('The body must be {"enabled": true} or {"enabled": false}.', field=field)
 
 
 class EnablementResultSchema(Schema):
     success = fields.Boolean(required=True)
     enabled = fields.Boolean(required=True)
+
+
+ENABLEMENT_INPUT = EnablementInput()
 
 
 class SpacesEnvironmentsView(web.View):
@@ -82,12 +92,7 @@ class SpacesEnvironmentView(web.View):
         return await run_idempotently(self.request, self._put)
 
     async def _put(self) -> web.Response:
-        body = await read_json_object(self.request)
-        enabled = body.get("enabled")
-        unknown = sorted(set(body) - {"enabled"})
-        if unknown or not isinstance(enabled, bool):
-            field = unknown[0] if unknown else "enabled"
-            raise validation_error('The body must be {"enabled": true} or {"enabled": false}.', field=field)
+        enabled = load_body(ENABLEMENT_INPUT, await read_json_object(self.request), invalid_enablement)["enabled"]
         async with postgres.acquire(self.request.app) as conn:
             await environments.set_enabled(
                 conn, self.request.match_info["environmentId"], enabled, request_actor(self.request)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -19,14 +18,22 @@ from spacesvc.audit.model import Action
 from spacesvc.http import conditional
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
-from spacesvc.http.conditional import names_version, not_modified, not_modified_response, preferred_wait
+from spacesvc.http.conditional import (
+    format_etag,
+    names_version,
+    not_modified,
+    not_modified_response,
+    parse_etag,
+    preferred_wait,
+)
 from spacesvc.http.errors import readonly_field, validation_error
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
-from spacesvc.live import PerConfig
-from spacesvc.metrics import WATCHES, WATCHES_ENDED
+from spacesvc.instruments import WATCHES, WATCHES_ENDED
+from spacesvc.live import LIVE, PerConfig
+from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces import queries
 from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput, WriteOutcome, not_configured
 from spacesvc.spaces.schemas import (
@@ -36,9 +43,7 @@ from spacesvc.spaces.schemas import (
     SpacesStatusSchema,
 )
 from spacesvc.spaces.validation import parse_patch, parse_put
-from spacesvc.typedefs import LIVE, SECRET_BACKEND
 
-ETAG_VALUE = re.compile(r'^(?:W/)?"(\d{1,9})"$')
 IF_MATCH_PARAM = {
     "in": "header",
     "name": "If-Match",
@@ -97,20 +102,16 @@ def body_of(config: SpacesConfig, backend: SecretBackend) -> bytes:
 
 
 def etag(config: SpacesConfig) -> dict[str, str]:
-    return {"ETag": f'"{config.version}"'}
+    return {"ETag": format_etag(config.version)}
 
 
 def preconditions(request: web.Request, *, allow_create_only: bool) -> Preconditions:
     if_match = request.headers.get("If-Match")
     if_none_match = request.headers.get("If-None-Match")
-    version = None
-    if if_match is not None:
-        match = ETAG_VALUE.match(if_match.strip())
-        if not match:
-            raise validation_error(
-                'If-Match must be one ETag, "<version>", as returned in the ETag header.', field="If-Match"
-            )
-        version = int(match[1])
+    version = None if if_match is None else parse_etag(if_match)
+    if if_match is not None and version is None:
+        message = 'If-Match must be one ETag, "<version>", as returned in the ETag header.'
+        raise validation_error(message, field="If-Match")
     if if_none_match is not None and (not allow_create_only or if_none_match.strip() != "*"):
         raise validation_error("If-None-Match is only supported as '*' on PUT.", field="If-None-Match")
     return Preconditions(if_match=version, create_only=if_none_match is not None)

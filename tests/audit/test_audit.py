@@ -1,4 +1,4 @@
-"""The audit trail (SPEC §8): an entry for every change and delivery, in the change's transaction;
+"""The audit trail (docs/api.md): an entry for every change and delivery, in the change's transaction;
 GET /api/audit with a cursor and filters; retention; never a secret or a token."""
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from spacesvc.errors import ConfigError
 from spacesvc.settings import Settings
 from spacesvc.spaces.schemas import SpacesConfigSchema
 
+pytestmark = pytest.mark.unit
+
 
 def test_every_module_of_the_package_is_a_registered_backend() -> None:
     modules = {module.name for module in pkgutil.iter_modules(backends.__path__)} - backends.INFRASTRUCTURE

@@ -244,6 +244,7 @@ async def test_a_client_certificate_is_presented_to_a_vault_that_requires_one(
 # -- settings: one line naming the variable ---------------------------------------------------------------
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("env", "message"),
     [
@@ -266,6 +267,7 @@ def test_a_bad_vault_configuration_is_one_line_naming_the_variable(env: dict[str
     assert message in str(error.value)
 
 
+@pytest.mark.unit
 def test_kubernetes_auth_reads_the_service_account_token_from_its_default_place() -> None:
     settings = VaultSettings.from_env(
         {"VAULT_ADDR": "https://vault:8200", "SPACESVC_VAULT_K8S_ROLE": "spacesvc"}, embedded=False

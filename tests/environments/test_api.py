@@ -1,4 +1,4 @@
-"""/api/environments (SPEC §8): list, create, delete; deleting one revokes the tokens bound to it."""
+"""/api/environments (docs/api.md): list, create, delete; deleting one revokes the tokens bound to it."""
 
 from __future__ import annotations
 

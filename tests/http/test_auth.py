@@ -15,7 +15,7 @@ from tests.support.api import BODY, SPACES, Tokens, assert_envelope, auth
 from tests.support.secrecy import assert_hidden
 from tests.support.timing import seconds_until
 
-# SPEC §9: a change shows on every process within 100 ms of its commit; the tests allow a noisy
+# docs/guarantees.md: a change shows on every process within 100 ms of its commit; the tests allow a noisy
 # shared machine some slack and benchmarks/ measure the real figure.
 BOUND = 0.5
 
@@ -86,7 +86,7 @@ async def test_revocation_takes_effect_within_the_bound(
     client: TestClient, tokens: Tokens, conn: asyncpg.Connection
 ) -> None:
     """A revocation from another process (here: the command line's query) reaches the service's
-    memory through NOTIFY (SPEC §9: within 100 ms of the commit)."""
+    memory through NOTIFY (docs/guarantees.md: within 100 ms of the commit)."""
     token = await tokens.create("admin", name="to-revoke")
     assert (await client.get(SPACES, headers=auth(token))).status == 200  # now remembered
     await revoke_token(conn, "to-revoke", Actor("tests"))

@@ -1,4 +1,4 @@
-"""Idempotency-Key (SPEC §4): replay, reuse, scoping, failures, concurrency, crash takeover."""
+"""Idempotency-Key (docs/api.md): replay, reuse, scoping, failures, concurrency, crash takeover."""
 
 from __future__ import annotations
 

@@ -118,6 +118,7 @@ async def test_off_disables_rate_limits(make_client: MakeClient, settings: Setti
         assert resp.status == 200 and "RateLimit" not in resp.headers
 
 
+@pytest.mark.unit
 def test_the_rate_limit_variable_is_parsed_and_validated() -> None:
     assert Settings.from_env({"SPACESVC_RATE_LIMIT": "100/10"}).rate_limit == RateBudget(100, 10)
     assert Settings.from_env({"SPACESVC_RATE_LIMIT": "off"}).rate_limit is None

@@ -1,4 +1,4 @@
-"""GET, PUT, PATCH and DELETE /api/settings/spaces: BRIDGEPORT's shapes and the SPEC's extras."""
+"""GET, PUT, PATCH and DELETE /api/settings/spaces: BRIDGEPORT's shapes and the extras of docs/api.md."""
 
 from __future__ import annotations
 

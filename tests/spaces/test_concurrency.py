@@ -39,7 +39,7 @@ async def test_concurrent_first_puts_create_exactly_once(client: TestClient, adm
 
 
 async def test_twenty_read_modify_write_clients_with_if_match_lose_no_bucket(client: TestClient, admin: dict) -> None:
-    """The issue's scenario: 20 clients, each adding one bucket, retrying on 412."""
+    """20 clients, each adding one bucket, retrying on 412."""
     await client.put(SPACES, json={**BODY, "buckets": []}, headers=admin)
     retries = 0
 

@@ -198,6 +198,7 @@ async def test_the_secret_is_read_from_the_vault_backend(
     assert body["success"] is True
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("endpoint", "url"),
     [

@@ -1,4 +1,4 @@
-"""GET /api/environments/{id}/spaces/credentials (SPEC §8): the one response with the secret, for a
+"""GET /api/environments/{id}/spaces/credentials (docs/api.md): the one response with the secret, for a
 token bound to the environment, with every backend; never for anyone else."""
 
 from __future__ import annotations

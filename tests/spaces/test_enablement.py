@@ -1,4 +1,4 @@
-"""BRIDGEPORT's enablement (SPEC §8): /api/settings/spaces/environments, config.enabledEnvironments,
+"""BRIDGEPORT's enablement (docs/api.md): /api/settings/spaces/environments, config.enabledEnvironments,
 and an environment's buckets."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Every rule of SPEC §1, answered as VALIDATION_ERROR / READONLY_FIELD without storing anything."""
+"""Every validation rule of docs/api.md, answered as VALIDATION_ERROR / READONLY_FIELD without storing anything."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Watching the configuration (SPEC §9, RFC 7240 Prefer: wait=N with If-None-Match): held until
+"""Watching the configuration (docs/guarantees.md, RFC 7240 Prefer: wait=N with If-None-Match): held until
 the version changes, then 200, or 304 after N seconds; Preference-Applied says it was held."""
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ class MakeClient(Protocol):
 
 
 async def assert_envelope(resp: ClientResponse, status: int, code: str) -> dict:
-    """The response is the SPEC's error envelope with this status and code; returns its body."""
+    """The response is error envelope of docs/api.md with this status and code; returns its body."""
     assert resp.status == status
     assert resp.content_type == "application/json"
     body = await resp.json()

