@@ -35,6 +35,12 @@ from spacesvc.tokens.queries import count_tokens, create_token, list_tokens, rev
 log = logging.getLogger("spacesvc")
 
 STARTUP_DB_WAIT_SECONDS = 15.0
+# What serve says when the database has tokens already: how to make one more.
+ANOTHER = (
+    "to make another: spacesvc tokens create --name NAME --role admin "
+    + " ".join(f"--scope {scope}" for scope in ADMIN_SCOPES)
+    + " (with this SPACESVC_DATA_DIR or SPACESVC_DATABASE_URL)"
+)
 
 
 class CommandError(Exception):
@@ -167,11 +173,14 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
     listen = serving.Listen(args.host, args.port)
 
     def announce() -> None:
-        print(f"spacesvc {settings.secret_backend} backend, listening on {listen.url}", flush=True)
+        where = f", embedded PostgreSQL in {settings.embedded_pgdata}" if settings.embedded_pgdata else ""
+        print(f"spacesvc {settings.secret_backend} backend{where}, listening on {listen.url}", flush=True)
         print(f"API docs: {listen.url}/api/docs", flush=True)
         if first_token is not None:
             print("First admin token (role admin, settings:read + settings:write), shown only once:", flush=True)
             print(first_token, flush=True)
+        else:
+            print(f"Tokens exist (the first admin token was shown once, at the first start); {ANOTHER}", flush=True)
 
     serving.run(settings, listen, workers, announce)
 
