@@ -146,6 +146,23 @@ async def test_sigterm_drains_readiness_off_first_then_watches_answered_then_exi
     assert server.process.returncode == 0
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_ctrl_c_stops_at_once_without_the_load_balancer_delay(database_url: str, workers: str) -> None:
+    """SIGINT is someone at a terminal: no load balancer to wait for (SIGTERM keeps the delay)."""
+    server = Serve(service_env(database_url, SPACESVC_SHUTDOWN_DELAY="5s"), free_port(), "--workers", workers)
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/readyz") as resp:
+            assert resp.status == 200
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGINT)
+        server.process.wait(timeout=30)
+        assert time.monotonic() - started < 3
+    finally:
+        log = server.stop()
+    assert server.process.returncode == 0
+    assert not any("draining" in line["msg"] for line in log_lines(log))
+
+
 async def test_a_replica_restarted_behind_haproxy_under_load_fails_no_request(
     database_url: str, tokens: Tokens, tmp_path: Path
 ) -> None:
