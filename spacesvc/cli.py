@@ -261,7 +261,10 @@ async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> N
     if config.secret_backend == args.target:
         where = f"the {args.target} backend (configuration version {config.version})"
         print(f"the secret is already in {where}; nothing to do")
-        print(f"spacesvc runs with SPACESVC_SECRET_BACKEND={args.target}")
+        if settings.secret_backend != args.target:
+            print(f"now set SPACESVC_SECRET_BACKEND={args.target} on every replica and restart spacesvc")
+        else:
+            print(f"keep SPACESVC_SECRET_BACKEND={args.target} on every replica")
         return
     # the source is the backend the configuration names, whatever SPACESVC_SECRET_BACKEND says
     source_settings = (
