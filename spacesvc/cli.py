@@ -123,12 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @asynccontextmanager
 async def connection(settings: Settings, wait: float = 0.0) -> AsyncIterator[asyncpg.Connection]:
-    """One connection for a command; PostgreSQL unreachable for ``wait`` seconds is a CommandError."""
-    conn = await _connect_with_retry(settings, wait)
+    """One connection for a command; PostgreSQL unreachable for ``wait`` seconds, or refusing the URL's
+    role, database or a privilege the command needs, is a CommandError."""
     try:
-        yield conn
-    finally:
-        await conn.close()
+        conn = await _connect_with_retry(settings, wait)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+    except postgres.REFUSED_ERRORS as error:
+        raise CommandError(postgres.refusal(error, settings.database_url or "")) from None
 
 
 async def _connect_with_retry(settings: Settings, wait: float) -> asyncpg.Connection:

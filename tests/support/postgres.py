@@ -154,6 +154,14 @@ class LocalPostgres:
                     raise
                 self.port = free_port()
 
+    def require_passwords(self) -> None:
+        """Every role but ``postgres`` logs in over TCP with its password (scram-sha-256), as on a
+        production server; ``postgres`` keeps trust, for the tests' own set-up."""
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self._run("pg_ctl", "-D", str(self.data_dir), "reload")
+
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "immediate", "stop")
 
