@@ -71,6 +71,9 @@ class VaultSettings(BackendSettings):
     k8s_mount: str = "kubernetes"
     mount: str = "secret"
     path: str = "spacesvc/spaces"
+    # The versions Vault keeps of the secret (KV v2 metadata max_versions), set on every write;
+    # 0 leaves the metadata to the mount's setting.
+    max_versions: int = 2
     # hvac's HTTP timeout; a call is abandoned after ``timeout + 1`` s, well inside a request's life.
     timeout: float = 3.0
     # Seconds to wait after the 1st and every later refused login in a row. Vault counts a failure
@@ -113,6 +116,9 @@ class VaultSettings(BackendSettings):
             k8s_mount=get("SPACESVC_VAULT_K8S_MOUNT") or cls.k8s_mount,
             mount=get("SPACESVC_VAULT_MOUNT") or cls.mount,
             path=get("SPACESVC_VAULT_PATH") or cls.path,
+            max_versions=parse_count(
+                "SPACESVC_VAULT_MAX_VERSIONS", get("SPACESVC_VAULT_MAX_VERSIONS"), cls.max_versions
+            ),
         )
         settings.validate()
         return settings
@@ -202,6 +208,15 @@ class VaultSettings(BackendSettings):
         return trust + (f", client certificate {self.client_cert}" if self.client_cert else "")
 
 
+def parse_count(variable: str, text: str | None, default: int) -> int:
+    """A whole number of 0 or more; unset is ``default``."""
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise ConfigError(f"{variable}={text!r} must be a whole number (0 leaves it to the mount)")
+    return int(text)
+
+
 def parse_bool(variable: str, text: str | None) -> bool:
     """A boolean as the Vault CLI reads one (Go's strconv.ParseBool); unset is false."""
     if text is None:
@@ -224,7 +239,7 @@ def policy_for(mount: str, path: str) -> str:
     """The least a Vault policy must allow for the service (shown in hints and the README)."""
     return (
         f'path "{mount}/data/{path}" {{ capabilities = ["create", "read", "update"] }}\n'
-        f'path "{mount}/metadata/{path}" {{ capabilities = ["read", "delete"] }}'
+        f'path "{mount}/metadata/{path}" {{ capabilities = ["create", "read", "update", "delete"] }}'
     )
 
 
@@ -248,6 +263,7 @@ class VaultSecretBackend(SecretBackend):
         "SPACESVC_VAULT_K8S_MOUNT",
         "SPACESVC_VAULT_MOUNT",
         "SPACESVC_VAULT_PATH",
+        "SPACESVC_VAULT_MAX_VERSIONS",
     )
     settings_class: ClassVar[type[BackendSettings]] = VaultSettings
     writable: ClassVar[bool] = True
@@ -376,22 +392,50 @@ class VaultSecretBackend(SecretBackend):
         secret = data.get(DATA_KEY)
         return secret if isinstance(secret, str) else None
 
-    def _current_version(self, client: hvac.Client) -> int:
+    def _metadata(self, client: hvac.Client) -> dict[str, Any] | None:
+        """The secret's KV v2 metadata, or None when there is no secret (yet, or since a purge)."""
         try:
             metadata = client.secrets.kv.v2.read_secret_metadata(path=self._config.path, mount_point=self._config.mount)
         except hvac.exceptions.InvalidPath as error:
             if _no_mount(error):
                 raise self._mount_missing() from None
-            return 0
-        return int(metadata["data"]["current_version"])
+            return None
+        data: dict[str, Any] = metadata["data"]
+        return data
+
+    def _current_version(self, client: hvac.Client) -> int:
+        metadata = self._metadata(client)
+        return 0 if metadata is None else int(metadata["current_version"])
+
+    def _keep_max_versions(self, client: hvac.Client, metadata: dict[str, Any] | None) -> None:
+        """Set max_versions on the secret's metadata unless it is already so: the metadata, and the
+        limit with it, is gone after a DELETE (purge) or a move to another backend and back."""
+        wanted = self._config.max_versions
+        if wanted == 0 or (metadata is not None and metadata.get("max_versions") == wanted):
+            return
+        try:
+            # only this field: hvac's update_metadata would also reset delete_version_after
+            client.adapter.post(f"/v1/{self._config.mount}/metadata/{self._config.path}", json={"max_versions": wanted})
+        except hvac.exceptions.Forbidden as error:
+            if not is_policy_denial(error):
+                raise
+            log.warning(
+                "vault: may not set max_versions=%d on %s (SPACESVC_VAULT_MAX_VERSIONS): the secret is written, "
+                "but Vault keeps the mount's number of versions; the policy needs: %s",
+                wanted,
+                self._where,
+                policy_for(self._config.mount, self._config.path).replace("\n", " "),
+            )
 
     def _write(self, client: hvac.Client, owner: str, secret: str) -> int:
         if not self._kv2_confirmed:
             self._check_mount(client)
+        metadata = self._metadata(client)
+        self._keep_max_versions(client, metadata)
         response = client.secrets.kv.v2.create_or_update_secret(
             path=self._config.path,
             secret={DATA_KEY: secret, OWNER_KEY: owner},
-            cas=self._current_version(client),
+            cas=0 if metadata is None else int(metadata["current_version"]),
             mount_point=self._config.mount,
         )
         if not isinstance(response, dict):  # KV v1 takes the write and answers 204 without a body

@@ -104,6 +104,29 @@ async def test_delete_removes_every_version_of_the_secret(
         openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")
 
 
+async def test_vault_keeps_two_versions_of_the_secret_also_after_a_delete_and_a_new_put(
+    vault_client: TestClient, admin: dict, openbao: OpenBao, vault_config: VaultSettings
+) -> None:
+    """docs/vault.md: the service keeps max_versions=2 itself; a DELETE purges the metadata with it."""
+
+    def metadata() -> dict:
+        return openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")["data"]
+
+    assert (await vault_client.put(SPACES, json=BODY, headers=admin)).status == 201
+    assert metadata()["max_versions"] == 2
+    assert (await vault_client.delete(SPACES, headers=admin)).status == 200
+    assert (await vault_client.put(SPACES, json=BODY, headers=admin)).status == 201
+    for n in range(3):
+        resp = await vault_client.patch(SPACES, json={"secretKey": f"{SECRET}-{n}"}, headers=admin)
+        assert resp.status == 200
+    kept = metadata()
+    assert kept["max_versions"] == 2 and kept["current_version"] == 4
+    assert sorted(int(version) for version in kept["versions"]) == [3, 4]
+    assert read_vault(openbao, vault_config)["data"]["secretKey"] == f"{SECRET}-2"
+    resp = await vault_client.get(SPACES, headers=admin)
+    assert (await resp.json())["config"]["hasSecretKey"] is True
+
+
 async def test_vault_hung_is_503_within_the_bound_and_recovers(
     vault_client: TestClient, admin: dict, openbao: OpenBao
 ) -> None:
