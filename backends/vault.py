@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import math
 import os
@@ -49,6 +50,8 @@ REVOKE_DEADLINE = 1.0
 K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 # after the 1st and every later refused login in a row (see VaultSettings.login_backoff)
 LOGIN_BACKOFF = (960.0, 3600.0)
+# How every "did not answer within …" begins: one state for the log, whatever the deadline.
+NO_ANSWER = "Vault did not answer"
 
 T = TypeVar("T")
 
@@ -228,6 +231,21 @@ def parse_bool(variable: str, text: str | None) -> bool:
     raise ConfigError(f"{variable}={text!r} must be true or false (or 1 / 0)")
 
 
+def plain_http_elsewhere(addr: str) -> bool:
+    """Whether ``addr`` is http:// to a host that is not this machine (by its name or address;
+    nothing is resolved): tokens and the secret would cross a network in clear text."""
+    parts = urlsplit(addr)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 def _without_userinfo(url: str) -> str:
     parts = urlsplit(url)
     if "@" not in parts.netloc:
@@ -278,9 +296,16 @@ class VaultSecretBackend(SecretBackend):
         self._health_probe: asyncio.Future[Health] | None = None
         self._kv2_confirmed = False
         self._where = f"{config.mount}/{config.path}"
+        self._reported: str | None = None  # the problem last logged; None while Vault works
+        self._report_lock = threading.Lock()
 
     async def start(self) -> None:
         log.info("vault backend: %s", self._config.describe())
+        if plain_http_elsewhere(self._config.addr or ""):
+            log.warning(
+                "vault: VAULT_ADDR is plain http:// to another machine: Vault tokens and the secretKey cross the "
+                "network unencrypted; use https:// (docs/vault.md, 'TLS')"
+            )
         self._refresher = asyncio.create_task(self._keep_token_alive(), name="vault-token-refresher")
 
     def token_seconds_left(self) -> float | None:
@@ -329,9 +354,31 @@ class VaultSecretBackend(SecretBackend):
             async with asyncio.timeout(HEALTH_DEADLINE):
                 return await asyncio.shield(self._health_probe)
         except TimeoutError:
-            return Health(False, f"Vault at VAULT_ADDR did not answer within {HEALTH_DEADLINE:g}s: is it up?")
+            slow = f"Vault at VAULT_ADDR did not answer within {HEALTH_DEADLINE:g}s: is it up?"
+            self._observe(NO_ANSWER, slow)
+            return Health(False, slow)
         except BackendUnavailable as error:
+            self._observe_error(error)
             return Health(False, _detail(error))
+
+    def _observe(self, problem: str | None, detail: str = "") -> None:
+        """Log a change of Vault's state once, whichever call sees it first (a request, a probe,
+        the token refresher): ERROR with ``detail`` (what is wrong and what to do) when
+        ``problem`` differs from the last one, INFO when it works again."""
+        with self._report_lock:
+            if problem == self._reported:
+                return
+            self._reported = problem
+        if problem is None:
+            log.info("vault: %s works again", self._where)
+        else:
+            log.error("vault: %s", detail or problem)
+
+    def _observe_error(self, error: BackendUnavailable) -> None:
+        # the deadlines differ (a call's, an HTTP timeout's, a probe's): one state all the same
+        problem = NO_ANSWER if str(error).startswith(NO_ANSWER) else str(error)
+        self._observe(problem, _detail(error))
+        error.logged = True  # said once by _observe, not again for every request that meets it
 
     # -- calls made in the thread pool --------------------------------------------------------
 
@@ -345,12 +392,19 @@ class VaultSecretBackend(SecretBackend):
             # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancellation that arrives
             # as the call completes, and the token refresher would then never stop
             async with asyncio.timeout(deadline):
-                return await loop.run_in_executor(self._executor, call)
+                result = await loop.run_in_executor(self._executor, call)
         except TimeoutError:
-            raise BackendUnavailable(
+            error = BackendUnavailable(
                 f"Vault did not answer within {deadline:g}s",
                 hint="Check that Vault at VAULT_ADDR is up and not overloaded.",
-            ) from None
+            )
+            self._observe_error(error)
+            raise error from None
+        except BackendUnavailable as error:
+            self._observe_error(error)
+            raise
+        self._observe(None)
+        return result
 
     def _run(self, operation: Callable[..., T], *args: Any, authenticated: bool) -> T:
         try:
@@ -468,17 +522,21 @@ class VaultSecretBackend(SecretBackend):
     def _health(self) -> Health:
         problem = self._server_problem()
         if problem is not None:
+            self._observe_error(problem)
             return Health(False, _detail(problem))
         try:
             self._with_token(self._check_path)
-        except hvac.exceptions.Forbidden:
+        except hvac.exceptions.Forbidden as error:
+            self._observe_error(self._unavailable(error))
             return Health(
                 False,
                 f"permission denied on {self._where}: the token is valid, but its policy must allow "
                 + policy_for(self._config.mount, self._config.path).replace("\n", " "),
             )
         except BackendUnavailable as error:
+            self._observe_error(error)
             return Health(False, _detail(error))
+        self._observe(None)
         left = self._session.seconds_left
         lifetime = "does not expire" if left == NEVER else f"valid for {max(left, 0):.0f}s more"
         return Health(True, f"{self._where} (KV v2) reachable; {self._config.auth_method_name} {lifetime}")
@@ -583,18 +641,10 @@ class VaultSecretBackend(SecretBackend):
             # a token without the default policy may not look itself up: nothing to learn
 
     async def _keep_token_alive(self) -> None:
-        """Renew or replace the token in time, and log each change of state once."""
-        reported: str | None = None
+        """Renew or replace the token in time (a change of state is logged by ``_call``)."""
         while True:
-            try:
+            with contextlib.suppress(BackendUnavailable):
                 await self._call(self._check_token)
-                if reported is not None:
-                    log.info("vault: authenticated again")
-                reported = None
-            except BackendUnavailable as error:
-                if str(error) != reported:
-                    log.error("vault: %s", _detail(error))
-                reported = str(error)
             await asyncio.sleep(self._session.refresh_interval)
 
 
