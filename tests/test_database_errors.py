@@ -33,10 +33,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
         finally:
             await admin.close()
 
-    asyncio.run(prepare())
-    cluster.require_passwords()
-    yield cluster
-    cluster.destroy()
+    try:
+        asyncio.run(prepare())
+        cluster.require_passwords()
+        yield cluster
+    finally:
+        cluster.destroy()
 
 
 def url(server: LocalPostgres, password: str, database: str = "appdb") -> str:
