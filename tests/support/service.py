@@ -63,9 +63,10 @@ class Serve:
             self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=60)
         assert self.process.stdout is not None
-        # read() rather than communicate(): what readline() has buffered already is kept
-        self.stdout.extend(self.process.stdout.read().splitlines())
-        self.process.stdout.close()
+        if not self.process.stdout.closed:  # stop() may be called again
+            # read() rather than communicate(): what readline() has buffered already is kept
+            self.stdout.extend(self.process.stdout.read().splitlines())
+            self.process.stdout.close()
         if not self._log.closed:
             self._log.seek(0)
             self.stderr = self._log.read()
