@@ -38,6 +38,8 @@ class Unavailable(DomainError):
     def __init__(self, dependency: str, message: str, *, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.dependency = dependency
+        # logged already where it was detected (once per change of state): not again per request
+        self.logged = False
 
 
 class BackendUnavailable(Unavailable):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import ipaddress
 import logging
 import math
 import os
@@ -49,6 +50,8 @@ REVOKE_DEADLINE = 1.0
 K8S_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 # after the 1st and every later refused login in a row (see VaultSettings.login_backoff)
 LOGIN_BACKOFF = (960.0, 3600.0)
+# How every "did not answer within …" begins: one state for the log, whatever the deadline.
+NO_ANSWER = "Vault did not answer"
 
 T = TypeVar("T")
 
@@ -71,6 +74,9 @@ class VaultSettings(BackendSettings):
     k8s_mount: str = "kubernetes"
     mount: str = "secret"
     path: str = "spacesvc/spaces"
+    # The versions Vault keeps of the secret (KV v2 metadata max_versions), set on every write;
+    # 0 leaves the metadata to the mount's setting.
+    max_versions: int = 2
     # hvac's HTTP timeout; a call is abandoned after ``timeout + 1`` s, well inside a request's life.
     timeout: float = 3.0
     # Seconds to wait after the 1st and every later refused login in a row. Vault counts a failure
@@ -113,6 +119,9 @@ class VaultSettings(BackendSettings):
             k8s_mount=get("SPACESVC_VAULT_K8S_MOUNT") or cls.k8s_mount,
             mount=get("SPACESVC_VAULT_MOUNT") or cls.mount,
             path=get("SPACESVC_VAULT_PATH") or cls.path,
+            max_versions=parse_count(
+                "SPACESVC_VAULT_MAX_VERSIONS", get("SPACESVC_VAULT_MAX_VERSIONS"), cls.max_versions
+            ),
         )
         settings.validate()
         return settings
@@ -202,6 +211,15 @@ class VaultSettings(BackendSettings):
         return trust + (f", client certificate {self.client_cert}" if self.client_cert else "")
 
 
+def parse_count(variable: str, text: str | None, default: int) -> int:
+    """A whole number of 0 or more; unset is ``default``."""
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise ConfigError(f"{variable}={text!r} must be a whole number (0 leaves it to the mount)")
+    return int(text)
+
+
 def parse_bool(variable: str, text: str | None) -> bool:
     """A boolean as the Vault CLI reads one (Go's strconv.ParseBool); unset is false."""
     if text is None:
@@ -211,6 +229,21 @@ def parse_bool(variable: str, text: str | None) -> bool:
     if text in ("0", "f", "F", "FALSE", "false", "False"):
         return False
     raise ConfigError(f"{variable}={text!r} must be true or false (or 1 / 0)")
+
+
+def plain_http_elsewhere(addr: str) -> bool:
+    """Whether ``addr`` is http:// to a host that is not this machine (by its name or address;
+    nothing is resolved): tokens and the secret would cross a network in clear text."""
+    parts = urlsplit(addr)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _without_userinfo(url: str) -> str:
@@ -224,7 +257,7 @@ def policy_for(mount: str, path: str) -> str:
     """The least a Vault policy must allow for the service (shown in hints and the README)."""
     return (
         f'path "{mount}/data/{path}" {{ capabilities = ["create", "read", "update"] }}\n'
-        f'path "{mount}/metadata/{path}" {{ capabilities = ["read", "delete"] }}'
+        f'path "{mount}/metadata/{path}" {{ capabilities = ["create", "read", "update", "delete"] }}'
     )
 
 
@@ -248,6 +281,7 @@ class VaultSecretBackend(SecretBackend):
         "SPACESVC_VAULT_K8S_MOUNT",
         "SPACESVC_VAULT_MOUNT",
         "SPACESVC_VAULT_PATH",
+        "SPACESVC_VAULT_MAX_VERSIONS",
     )
     settings_class: ClassVar[type[BackendSettings]] = VaultSettings
     writable: ClassVar[bool] = True
@@ -262,9 +296,16 @@ class VaultSecretBackend(SecretBackend):
         self._health_probe: asyncio.Future[Health] | None = None
         self._kv2_confirmed = False
         self._where = f"{config.mount}/{config.path}"
+        self._reported: str | None = None  # the problem last logged; None while Vault works
+        self._report_lock = threading.Lock()
 
     async def start(self) -> None:
         log.info("vault backend: %s", self._config.describe())
+        if plain_http_elsewhere(self._config.addr or ""):
+            log.warning(
+                "vault: VAULT_ADDR is plain http:// to another machine: Vault tokens and the secretKey cross the "
+                "network unencrypted; use https:// (docs/vault.md, 'TLS')"
+            )
         self._refresher = asyncio.create_task(self._keep_token_alive(), name="vault-token-refresher")
 
     def token_seconds_left(self) -> float | None:
@@ -313,9 +354,31 @@ class VaultSecretBackend(SecretBackend):
             async with asyncio.timeout(HEALTH_DEADLINE):
                 return await asyncio.shield(self._health_probe)
         except TimeoutError:
-            return Health(False, f"Vault at VAULT_ADDR did not answer within {HEALTH_DEADLINE:g}s: is it up?")
+            slow = f"Vault at VAULT_ADDR did not answer within {HEALTH_DEADLINE:g}s: is it up?"
+            self._observe(NO_ANSWER, slow)
+            return Health(False, slow)
         except BackendUnavailable as error:
+            self._observe_error(error)
             return Health(False, _detail(error))
+
+    def _observe(self, problem: str | None, detail: str = "") -> None:
+        """Log a change of Vault's state once, whichever call sees it first (a request, a probe,
+        the token refresher): ERROR with ``detail`` (what is wrong and what to do) when
+        ``problem`` differs from the last one, INFO when it works again."""
+        with self._report_lock:
+            if problem == self._reported:
+                return
+            self._reported = problem
+        if problem is None:
+            log.info("vault: %s works again", self._where)
+        else:
+            log.error("vault: %s", detail or problem)
+
+    def _observe_error(self, error: BackendUnavailable) -> None:
+        # the deadlines differ (a call's, an HTTP timeout's, a probe's): one state all the same
+        problem = NO_ANSWER if str(error).startswith(NO_ANSWER) else str(error)
+        self._observe(problem, _detail(error))
+        error.logged = True  # said once by _observe, not again for every request that meets it
 
     # -- calls made in the thread pool --------------------------------------------------------
 
@@ -329,12 +392,19 @@ class VaultSecretBackend(SecretBackend):
             # asyncio.timeout, not wait_for: 3.11's wait_for loses a cancellation that arrives
             # as the call completes, and the token refresher would then never stop
             async with asyncio.timeout(deadline):
-                return await loop.run_in_executor(self._executor, call)
+                result = await loop.run_in_executor(self._executor, call)
         except TimeoutError:
-            raise BackendUnavailable(
+            error = BackendUnavailable(
                 f"Vault did not answer within {deadline:g}s",
                 hint="Check that Vault at VAULT_ADDR is up and not overloaded.",
-            ) from None
+            )
+            self._observe_error(error)
+            raise error from None
+        except BackendUnavailable as error:
+            self._observe_error(error)
+            raise
+        self._observe(None)
+        return result
 
     def _run(self, operation: Callable[..., T], *args: Any, authenticated: bool) -> T:
         try:
@@ -376,22 +446,50 @@ class VaultSecretBackend(SecretBackend):
         secret = data.get(DATA_KEY)
         return secret if isinstance(secret, str) else None
 
-    def _current_version(self, client: hvac.Client) -> int:
+    def _metadata(self, client: hvac.Client) -> dict[str, Any] | None:
+        """The secret's KV v2 metadata, or None when there is no secret (yet, or since a purge)."""
         try:
             metadata = client.secrets.kv.v2.read_secret_metadata(path=self._config.path, mount_point=self._config.mount)
         except hvac.exceptions.InvalidPath as error:
             if _no_mount(error):
                 raise self._mount_missing() from None
-            return 0
-        return int(metadata["data"]["current_version"])
+            return None
+        data: dict[str, Any] = metadata["data"]
+        return data
+
+    def _current_version(self, client: hvac.Client) -> int:
+        metadata = self._metadata(client)
+        return 0 if metadata is None else int(metadata["current_version"])
+
+    def _keep_max_versions(self, client: hvac.Client, metadata: dict[str, Any] | None) -> None:
+        """Set max_versions on the secret's metadata unless it is already so: the metadata, and the
+        limit with it, is gone after a DELETE (purge) or a move to another backend and back."""
+        wanted = self._config.max_versions
+        if wanted == 0 or (metadata is not None and metadata.get("max_versions") == wanted):
+            return
+        try:
+            # only this field: hvac's update_metadata would also reset delete_version_after
+            client.adapter.post(f"/v1/{self._config.mount}/metadata/{self._config.path}", json={"max_versions": wanted})
+        except hvac.exceptions.Forbidden as error:
+            if not is_policy_denial(error):
+                raise
+            log.warning(
+                "vault: may not set max_versions=%d on %s (SPACESVC_VAULT_MAX_VERSIONS): the secret is written, "
+                "but Vault keeps the mount's number of versions; the policy needs: %s",
+                wanted,
+                self._where,
+                policy_for(self._config.mount, self._config.path).replace("\n", " "),
+            )
 
     def _write(self, client: hvac.Client, owner: str, secret: str) -> int:
         if not self._kv2_confirmed:
             self._check_mount(client)
+        metadata = self._metadata(client)
+        self._keep_max_versions(client, metadata)
         response = client.secrets.kv.v2.create_or_update_secret(
             path=self._config.path,
             secret={DATA_KEY: secret, OWNER_KEY: owner},
-            cas=self._current_version(client),
+            cas=0 if metadata is None else int(metadata["current_version"]),
             mount_point=self._config.mount,
         )
         if not isinstance(response, dict):  # KV v1 takes the write and answers 204 without a body
@@ -424,17 +522,21 @@ class VaultSecretBackend(SecretBackend):
     def _health(self) -> Health:
         problem = self._server_problem()
         if problem is not None:
+            self._observe_error(problem)
             return Health(False, _detail(problem))
         try:
             self._with_token(self._check_path)
-        except hvac.exceptions.Forbidden:
+        except hvac.exceptions.Forbidden as error:
+            self._observe_error(self._unavailable(error))
             return Health(
                 False,
                 f"permission denied on {self._where}: the token is valid, but its policy must allow "
                 + policy_for(self._config.mount, self._config.path).replace("\n", " "),
             )
         except BackendUnavailable as error:
+            self._observe_error(error)
             return Health(False, _detail(error))
+        self._observe(None)
         left = self._session.seconds_left
         lifetime = "does not expire" if left == NEVER else f"valid for {max(left, 0):.0f}s more"
         return Health(True, f"{self._where} (KV v2) reachable; {self._config.auth_method_name} {lifetime}")
@@ -539,18 +641,10 @@ class VaultSecretBackend(SecretBackend):
             # a token without the default policy may not look itself up: nothing to learn
 
     async def _keep_token_alive(self) -> None:
-        """Renew or replace the token in time, and log each change of state once."""
-        reported: str | None = None
+        """Renew or replace the token in time (a change of state is logged by ``_call``)."""
         while True:
-            try:
+            with contextlib.suppress(BackendUnavailable):
                 await self._call(self._check_token)
-                if reported is not None:
-                    log.info("vault: authenticated again")
-                reported = None
-            except BackendUnavailable as error:
-                if str(error) != reported:
-                    log.error("vault: %s", _detail(error))
-                reported = str(error)
             await asyncio.sleep(self._session.refresh_interval)
 
 

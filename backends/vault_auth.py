@@ -166,7 +166,13 @@ class VaultSession:
                 self.problem = TOKEN_GONE
                 raise BackendUnavailable(self.problem, hint=self._token_hint()) from None
             data = {}  # a token without the default policy may not look itself up
+        if data.get("expire_time") and not data.get("ttl"):
+            # past its TTL, not yet revoked by Vault: gone all the same (a ttl of 0 alone means never)
+            self.problem = TOKEN_GONE
+            raise BackendUnavailable(self.problem, hint=self._token_hint())
         self._set_lease(int(data.get("ttl") or 0), bool(data.get("renewable")))
+        if data.get("accessor"):
+            log.info("vault: using VAULT_TOKEN, token accessor %s", data["accessor"])
         self.problem = None
         return client
 
@@ -198,6 +204,13 @@ class VaultSession:
             raise BackendUnavailable(self.problem, hint=self._refusal_hint()) from None
         self._refusals, self._refused = 0, None
         self._set_lease(int(auth["lease_duration"]), bool(auth["renewable"]))
+        # not a credential: it cannot authenticate, but an operator can revoke the token with it
+        log.info(
+            "vault: logged in with %s; token accessor %s (revoke: bao token revoke -accessor %s)",
+            self._config.auth_method_name,
+            auth["accessor"],
+            auth["accessor"],
+        )
         self.problem = None
         return client
 

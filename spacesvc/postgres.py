@@ -113,3 +113,41 @@ async def connection(pool: asyncpg.Pool, turns: asyncio.Semaphore, timeout: floa
 def acquire(app: web.Application) -> AbstractAsyncContextManager[asyncpg.Connection]:
     """A connection from the app's pool, within the configured acquire bound."""
     return connection(app[POOL], app[POOL_TURNS], app[SETTINGS].db_acquire_timeout)
+
+
+# What a wrong URL or a role without the privileges the service needs looks like from asyncpg:
+# not an outage to wait out, but a mistake to fix (see ``refusal``).
+REFUSED_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # wrong password, unknown role, pg_hba.conf
+    asyncpg.InvalidCatalogNameError,  # no such database
+    asyncpg.InsufficientPrivilegeError,  # e.g. no CREATE on schema public (PostgreSQL 15+)
+)
+
+
+def refusal(error: BaseException, dsn: str) -> str:
+    """One line for a REFUSED_ERRORS error: the cause and what to do, never the password."""
+    url = URL(dsn)
+    role, database = url.user or "the role", url.path.lstrip("/") or url.user or "the database"
+    where = f"SPACESVC_DATABASE_URL: PostgreSQL at {url.host or 'the socket'}:{url.port or 5432}"
+    said = str(getattr(error, "message", None) or error)  # the server's words: they never hold a password
+    if isinstance(error, asyncpg.InvalidPasswordError):
+        return (
+            f"{where} refused the password of role {role!r} ({said}); put the role's password in the URL "
+            "(postgresql://user:password@host:port/database, special characters percent-encoded)"
+        )
+    if isinstance(error, asyncpg.InvalidAuthorizationSpecificationError):
+        return (
+            f"{where} refused the connection ({said}); check the URL's role and database, and PostgreSQL's "
+            "pg_hba.conf; a server that requires TLS needs ?sslmode=require (or verify-full) in the URL "
+            "(docs/configuration.md, 'The database role')"
+        )
+    if isinstance(error, asyncpg.InvalidCatalogNameError):
+        return (
+            f"{where} has no database {database!r} ({said}); create it, owned by the service's role "
+            f'(CREATE DATABASE "{database}" OWNER "{role}"), or name an existing one in the URL'
+        )
+    return (
+        f"{where}: role {role!r} lacks a privilege the service needs in database {database!r} ({said}); "
+        f'make it the database\'s owner (ALTER DATABASE "{database}" OWNER TO "{role}") or grant it CREATE on '
+        f"the schema (GRANT CREATE ON SCHEMA public TO \"{role}\") (docs/configuration.md, 'The database role')"
+    )

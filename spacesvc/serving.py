@@ -5,8 +5,9 @@ A drained stop, in order: ``/readyz`` answers 503 and every response closes its 
 (``spacesvc.lifecycle``); the process keeps serving for ``SPACESVC_SHUTDOWN_DELAY`` while load
 balancers notice; then it stops accepting, closes idle keep-alive connections, answers held
 watches, gives in-flight requests up to ``SPACESVC_SHUTDOWN_TIMEOUT``, and exits 0. SIGTERM
-repeated changes nothing (systemd and the supervisor may both send it); a second SIGINT (Ctrl-C
-twice) ends the delay early.
+repeated changes nothing (systemd and the supervisor may both send it). SIGINT (Ctrl-C, someone
+at a terminal) skips the delay: the same stop without waiting for load balancers, also after a
+SIGTERM.
 
 With N workers, the supervisor (this process) applies migrations and prints what the operator
 needs; each worker is a fresh interpreter (``spawn``) with its own event loop, pool and listening
@@ -94,9 +95,7 @@ def run(settings: Settings, listen: Listen, workers: int, announce: Callable[[],
     Supervisor(settings, Listen(listen.host, listen.port, reuse_port=True), workers).run(announce)
 
 
-async def serve(
-    settings: Settings, listen: Listen, announce: Callable[[], None] | None = None, *, worker: bool = False
-) -> None:
+async def serve(settings: Settings, listen: Listen, announce: Callable[[], None] | None = None) -> None:
     """One process: serve on ``listen`` until SIGTERM or SIGINT, then drain and return."""
     app = create_app(settings)
     runner = Runner(
@@ -121,16 +120,21 @@ async def serve(
         stop, hurry = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
-        if worker:  # the supervisor handles Ctrl-C and sends SIGTERM
-            loop.add_signal_handler(signal.SIGINT, lambda: None)
-        else:
-            loop.add_signal_handler(signal.SIGINT, lambda: hurry.set() if stop.is_set() else stop.set())
+
+        def interrupted() -> None:
+            hurry.set()
+            stop.set()
+
+        loop.add_signal_handler(signal.SIGINT, interrupted)
         await stop.wait()
         app[LIFECYCLE].drain()
-        log.info("draining: /readyz answers 503; serving %gs more while load balancers notice", settings.shutdown_delay)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(settings.shutdown_delay):
-                await hurry.wait()
+        if not hurry.is_set():
+            log.info(
+                "draining: /readyz answers 503; serving %gs more while load balancers notice", settings.shutdown_delay
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(settings.shutdown_delay):
+                    await hurry.wait()
         log.info("not accepting connections; finishing requests in flight (up to %gs)", settings.shutdown_timeout)
     finally:
         started = time.monotonic()
@@ -143,7 +147,7 @@ def _worker(settings: Settings, listen: Listen, ready: multiprocessing.SimpleQue
     configure_logging(settings.log_level)
     announce = (lambda: ready.put(index)) if ready is not None else None
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(serve(settings, listen, announce, worker=True))
+        runner.run(serve(settings, listen, announce))
 
 
 class Supervisor:
@@ -156,7 +160,8 @@ class Supervisor:
         self.context = multiprocessing.get_context("spawn")
         self.ready: multiprocessing.SimpleQueue[int] = self.context.SimpleQueue()
         self.workers: dict[int, BaseProcess] = {}
-        self.signalled: set[int] = set()  # the pids sent SIGTERM: each gets it once
+        self.signalled: set[tuple[int, signal.Signals]] = set()  # each worker gets each signal once
+        self.stop_signal = signal.SIGTERM  # forwarded to the workers: SIGINT once Ctrl-C was pressed
         self.stopping = False
 
     def run(self, announce: Callable[[], None]) -> None:
@@ -234,13 +239,18 @@ class Supervisor:
         if not self.stopping:
             log.info("stopping %d workers (signal %s)", len(self.workers), signal.Signals(signum).name)
         self.stopping = True
+        if signum == signal.SIGINT:
+            self.stop_signal = signal.SIGINT
         self._signal_workers()
 
     def _signal_workers(self) -> None:
         for process in self.workers.values():
-            if process.pid is not None and process.pid not in self.signalled and process.is_alive():
-                self.signalled.add(process.pid)
-                os.kill(process.pid, signal.SIGTERM)
+            if process.pid is None or not process.is_alive():
+                continue
+            sent = (process.pid, self.stop_signal)
+            if sent not in self.signalled:
+                self.signalled.add(sent)
+                os.kill(process.pid, self.stop_signal)
 
     def _stop_all(self) -> None:
         self.stopping = True

@@ -78,6 +78,8 @@ class Settings:
     metrics: bool = True
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
+    # Where that embedded PostgreSQL keeps its cluster (said in serve's first line).
+    embedded_pgdata: Path | None = None
 
     @property
     def secret_backend(self) -> str:

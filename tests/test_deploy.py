@@ -16,6 +16,7 @@ import yaml
 from kubernetes_validate.utils import latest_version
 
 from backends.db import DbSettings, new_encryption_key
+from backends.vault import VaultSettings
 from spacesvc.errors import ConfigError
 from spacesvc.settings import Settings, parse_seconds
 
@@ -26,16 +27,17 @@ DEPLOY = ROOT / "deploy" / "kubernetes"
 # The oldest Kubernetes the manifests are written for, and the newest whose schemas the installed
 # kubernetes-validate ships (to notice a field that a newer release drops).
 KUBERNETES_VERSIONS = ("1.30", latest_version())
-VARIABLE = re.compile(r"^(?:SPACESVC|VAULT)_[A-Z_]+$")
+VARIABLE = re.compile(r"^(?:SPACESVC|VAULT)_[A-Z0-9_]+$")
 
 Manifest = dict[str, Any]
 
 
 def render(directory: Path) -> list[Manifest]:
     """The objects ``kubectl apply -k directory`` applies, for the subset of kustomize used here:
-    ``resources`` (files and directories) and ``labels`` on metadata only."""
+    ``resources`` (files and directories), ``labels`` on metadata only, and ``patches`` that are
+    strategic merge patches of maps (no lists, no deletions)."""
     kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    unsupported = set(kustomization) - {"apiVersion", "kind", "resources", "labels"}
+    unsupported = set(kustomization) - {"apiVersion", "kind", "resources", "labels", "patches"}
     assert not unsupported, f"{directory}: this renderer does not implement {sorted(unsupported)}"
     objects: list[Manifest] = []
     for entry in kustomization["resources"]:
@@ -48,12 +50,30 @@ def render(directory: Path) -> list[Manifest]:
         assert not group.get("includeSelectors") and not group.get("includeTemplates"), "metadata labels only"
         for manifest in objects:
             manifest["metadata"].setdefault("labels", {}).update(group["pairs"])
+    for patch in kustomization.get("patches", []):
+        assert set(patch) == {"path"}, "patches from files only"
+        change = yaml.safe_load((directory / patch["path"]).read_text())
+        merge(find(objects, change["kind"], change["metadata"]["name"]), change)
     return objects
 
 
-@pytest.fixture(scope="module")
-def rendered() -> list[Manifest]:
-    return render(DEPLOY)
+def merge(target: Manifest, change: Manifest) -> None:
+    """A strategic merge patch made of maps and scalars: maps merge, scalars replace."""
+    for key, value in change.items():
+        assert not isinstance(value, list) and value is not None, f"{key}: lists and deletions are not rendered here"
+        if isinstance(value, dict):
+            merge(target.setdefault(key, {}), value)
+        else:
+            target[key] = value
+
+
+OVERLAYS = sorted(path.parent for path in (DEPLOY / "overlays").glob("*/kustomization.yaml"))
+
+
+@pytest.fixture(scope="module", params=[DEPLOY, *OVERLAYS], ids=lambda path: path.name)
+def rendered(request: pytest.FixtureRequest) -> list[Manifest]:
+    """The base, and each overlay shipped beside it: every test below holds for all of them."""
+    return render(request.param)
 
 
 def find(objects: list[Manifest], kind: str, name: str) -> Manifest:
@@ -238,6 +258,14 @@ def test_the_manifests_give_settings_the_service_accepts_once_the_secret_is_fill
         if "valueFrom" in entry
     }
     env = {name: value for name, value in variables_set(rendered).items() if value is not None} | from_secret
+    if env["SPACESVC_SECRET_BACKEND"] == "vault":  # the Kubernetes auth overlay: no Vault key in the Secret
+        settings = Settings.from_env({k: v for k, v in env.items() if not k.startswith("SPACESVC_VAULT_ROLE")})
+        assert isinstance(settings.secrets, VaultSettings) and settings.secrets.auth_method_name == "Kubernetes auth"
+        assert (
+            settings.secrets.k8s_role
+            == find(rendered, "Deployment", "spacesvc")["spec"]["template"]["spec"]["serviceAccountName"]
+        )
+        return
     with pytest.raises(ConfigError, match="SPACESVC_ENCRYPTION_KEYS"):
         Settings.from_env(env)  # the placeholder itself is refused: a copied example cannot start
     settings = Settings.from_env(env | {"SPACESVC_ENCRYPTION_KEYS": new_encryption_key("k1")})

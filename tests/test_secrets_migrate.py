@@ -96,7 +96,10 @@ async def test_moving_to_where_the_secret_is_already_is_a_no_op(
     result = run("secrets", "migrate", "--to", "db", env={**cli_env, "SPACESVC_SECRET_BACKEND": "vault"})
     assert result.returncode == 0, result.stderr
     assert "already in the db backend" in result.stdout and "nothing to do" in result.stdout
+    assert "now set SPACESVC_SECRET_BACKEND=db on every replica and restart" in result.stdout
     assert await conn.fetchrow("SELECT version, secret_backend FROM spaces_config") == before
+    again = run("secrets", "migrate", "--to", "db", env={**cli_env, "SPACESVC_SECRET_BACKEND": "db"})
+    assert again.returncode == 0 and "keep SPACESVC_SECRET_BACKEND=db" in again.stdout
 
 
 async def test_the_source_is_the_backend_the_configuration_names(

@@ -15,7 +15,7 @@ import hvac
 import pytest
 from aiohttp.test_utils import TestClient
 
-from backends.vault import VaultSettings, policy_for
+from backends.vault import VaultSecretBackend, VaultSettings, policy_for
 from spacesvc.settings import Settings
 from tests.support.api import BODY, SPACES, MakeClient, assert_envelope
 from tests.support.faults import HungServer
@@ -353,6 +353,47 @@ async def test_the_startup_line_names_address_mount_path_and_auth_method_and_no_
         f"auth AppRole (secret-id from file {tmp_path / 'secret-id'})"
     ]
     assert_hidden(server_log.text, role_id, secret_id, where="the server log")
+
+
+async def test_the_login_logs_the_token_accessor_an_operator_revokes_it_with(
+    make_client: MakeClient, settings: Settings, openbao: OpenBao, name: str, server_log: ServerLog
+) -> None:
+    openbao.write_policy(name, policy_for("secret", "spacesvc/spaces-" + name))
+    role_id, secret_id = openbao.approle(name, [name])
+    config = VaultSettings(addr=openbao.addr, role_id=role_id, secret_id=secret_id, path="spacesvc/spaces-" + name)
+    client = await make_client(settings.with_changes(secrets=config))
+    assert (await client.get("/readyz")).status == 200
+    (accessor,) = openbao.token_accessors(name)
+    (line,) = [line for line in logged(server_log, "info") if "token accessor" in line]
+    assert line == (
+        f"vault: logged in with AppRole; token accessor {accessor} (revoke: bao token revoke -accessor {accessor})"
+    )
+    assert openbao.revoke_tokens(name) == 1  # what the operator does with it
+    assert_hidden(server_log.text, role_id, secret_id, where="the server log")
+
+
+@pytest.mark.parametrize(
+    ("addr", "warned"),
+    [
+        ("http://10.20.30.40:8200", True),
+        ("http://vault.example.internal:8200", True),
+        ("https://10.20.30.40:8200", False),
+        ("http://127.0.0.1:8200", False),
+        ("http://[::1]:8200", False),
+        ("http://localhost:8200", False),
+    ],
+)
+async def test_plain_http_to_another_machine_is_warned_about_at_start(
+    server_log: ServerLog, addr: str, warned: bool
+) -> None:
+    """The backend is started and closed before its first call: nothing is sent to the address."""
+    backend = VaultSecretBackend(VaultSettings(addr=addr, token="not-used"))
+    await backend.start()
+    await backend.close()
+    warnings = [line for line in logged(server_log, "warning") if "plain http://" in line]
+    assert len(warnings) == (1 if warned else 0)
+    if warned:
+        assert "use https://" in warnings[0]
 
 
 # -- Kubernetes auth -------------------------------------------------------------------------------------

@@ -104,6 +104,29 @@ async def test_delete_removes_every_version_of_the_secret(
         openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")
 
 
+async def test_vault_keeps_two_versions_of_the_secret_also_after_a_delete_and_a_new_put(
+    vault_client: TestClient, admin: dict, openbao: OpenBao, vault_config: VaultSettings
+) -> None:
+    """docs/vault.md: the service keeps max_versions=2 itself; a DELETE purges the metadata with it."""
+
+    def metadata() -> dict:
+        return openbao.admin().secrets.kv.v2.read_secret_metadata(path=vault_config.path, mount_point="secret")["data"]
+
+    assert (await vault_client.put(SPACES, json=BODY, headers=admin)).status == 201
+    assert metadata()["max_versions"] == 2
+    assert (await vault_client.delete(SPACES, headers=admin)).status == 200
+    assert (await vault_client.put(SPACES, json=BODY, headers=admin)).status == 201
+    for n in range(3):
+        resp = await vault_client.patch(SPACES, json={"secretKey": f"{SECRET}-{n}"}, headers=admin)
+        assert resp.status == 200
+    kept = metadata()
+    assert kept["max_versions"] == 2 and kept["current_version"] == 4
+    assert sorted(int(version) for version in kept["versions"]) == [3, 4]
+    assert read_vault(openbao, vault_config)["data"]["secretKey"] == f"{SECRET}-2"
+    resp = await vault_client.get(SPACES, headers=admin)
+    assert (await resp.json())["config"]["hasSecretKey"] is True
+
+
 async def test_vault_hung_is_503_within_the_bound_and_recovers(
     vault_client: TestClient, admin: dict, openbao: OpenBao
 ) -> None:
@@ -199,6 +222,47 @@ async def test_a_token_that_can_be_neither_renewed_nor_replaced_fails_readiness_
     logged = [json.loads(line) for line in server_log.lines]
     assert any(line["level"] == "error" and "expired" in line["msg"] for line in logged)
     assert_hidden(server_log.text, token, where="the server log")
+
+
+async def test_sealing_vault_while_serving_logs_each_change_once_as_the_docs_say(
+    make_client: MakeClient, settings: Settings, admin: dict, tmp_path: Path, server_log: ServerLog
+) -> None:
+    """docs/vault.md, 'Logging': one `vault: …` ERROR and one readiness line when it is sealed,
+    one INFO each when it is back; not a line per request or probe."""
+    bao = OpenBao.persistent(tmp_path / "bao")
+    try:
+        await asyncio.to_thread(bao.initialize)
+        config = VaultSettings(addr=bao.addr, token=bao.root_token, path="spacesvc/spaces", timeout=2.0)
+        client = await make_client(settings.with_changes(secrets=config))
+        assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
+        server_log.lines.clear()
+
+        await asyncio.to_thread(bao.admin().sys.seal)
+        for _ in range(3):
+            await assert_envelope(await client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
+            resp = await client.patch(SPACES, json={"secretKey": "x" * 20}, headers=admin)
+            assert (await assert_envelope(resp, 503, "SERVICE_UNAVAILABLE"))["message"] == "Vault is sealed"
+        await asyncio.to_thread(bao.unseal)
+        for _ in range(3):
+            assert (await client.get("/readyz")).status == 200
+        resp = await client.patch(SPACES, json={"secretKey": SECRET + "-after"}, headers=admin)
+        assert resp.status == 200
+    finally:
+        bao.stop()
+    logged = [
+        (line["level"], line["logger"], line["msg"])
+        for line in map(json.loads, server_log.lines)
+        if line["level"] in ("info", "warning", "error")
+        and line["logger"].startswith("spacesvc.")
+        and line["logger"] != "spacesvc.access"
+    ]
+    sealed = "Vault is sealed: Unseal it: `bao operator unseal` (or `vault operator unseal`)."
+    assert logged == [
+        ("error", "spacesvc.vault", f"vault: {sealed}"),
+        ("warning", "spacesvc.readiness", f"secret backend not ready: vault: {sealed}"),
+        ("info", "spacesvc.vault", "vault: secret/spacesvc/spaces works again"),
+        ("info", "spacesvc.readiness", "secret backend ready again"),
+    ], logged
 
 
 async def test_vault_uninitialized_sealed_killed_and_back(

@@ -25,8 +25,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except ApiError as error:
         return error_response(request, error)
     except DomainError as error:
-        if isinstance(error, Unavailable) and error.dependency != "database":
-            # the database logs its own unavailability where it is detected (spacesvc.postgres)
+        if isinstance(error, Unavailable) and error.dependency != "database" and not error.logged:
+            # the database (spacesvc.postgres) and Vault log their own unavailability where it is
+            # detected, once per change
             dependency_log.warning(
                 "%s unavailable: %s",
                 error.dependency,

@@ -15,7 +15,7 @@ from backends import SecretBackend, SecretLocation
 from backends.vault import VaultSecretBackend, VaultSettings, policy_for
 from spacesvc.errors import ConfigError
 from tests.backends.contract import OWNER, WritableBackendContract
-from tests.support.logs import ServerLog
+from tests.support.logs import ServerLog, log_lines
 from tests.support.openbao import OpenBao
 from tests.support.s3 import MotoS3
 from tests.support.secrecy import SECRET, assert_hidden
@@ -81,6 +81,28 @@ async def test_approle_with_a_policy_limited_to_the_path_works(
         await backend.purge(OWNER)
     finally:
         await backend.close()
+
+
+async def test_a_policy_that_may_not_update_the_metadata_still_writes_and_warns(
+    openbao: OpenBao, vault_config: VaultSettings, conn: asyncpg.Connection, server_log: ServerLog
+) -> None:
+    """The policy of earlier releases (metadata: read, delete): the secret is written, and the log
+    says the history limit could not be set and which policy line is missing."""
+    path = vault_config.path
+    openbao.write_policy(
+        "spacesvc-earlier",
+        f'path "secret/data/{path}" {{ capabilities = ["create", "read", "update"] }}\n'
+        f'path "secret/metadata/{path}" {{ capabilities = ["read", "delete"] }}',
+    )
+    token = openbao.create_token(["spacesvc-earlier"], ttl="1h")
+    backend = VaultSecretBackend(VaultSettings(addr=openbao.addr, token=token, path=path, timeout=2.0))
+    try:
+        version = await backend.write(conn, OWNER, SECRET)
+        assert await backend.read(conn, SecretLocation(OWNER.owner, version)) == SECRET
+    finally:
+        await backend.close()
+    (warning,) = [line["msg"] for line in log_lines(server_log.text) if "max_versions" in line["msg"]]
+    assert "SPACESVC_VAULT_MAX_VERSIONS" in warning and '"create", "read", "update", "delete"' in warning
 
 
 async def test_a_policy_without_the_path_is_reported_as_permission_denied(

