@@ -104,5 +104,5 @@ def answer_head_as_get(app: web.Application) -> None:
     with its ``head = get``."""
     for resource in app.router.resources():
         methods = {route.method: route.handler for route in resource}
-        if "GET" in methods and "HEAD" not in methods:
+        if "GET" in methods and "HEAD" not in methods and isinstance(resource, web.Resource):
             resource.add_route("HEAD", methods["GET"])
