@@ -76,10 +76,14 @@ def add_parser(commands: Any) -> None:
         help="print or keep current the Spaces credentials of a workload (docs/workloads.md)",
         allow_abbrev=False,
         description="Read the credentials of the token's environment from a running spacesvc.",
+        epilog="With --exec, the command goes last, after --: spacesvc credentials --exec -- CMD [ARG ...]",
     )
     parser.add_argument("--url", help="the service, e.g. http://spacesvc:8080 (default: $SPACESVC_URL)")
     parser.add_argument(
-        "--token-file", type=Path, help="a file holding the spaces:credentials token (default: $SPACESVC_TOKEN_FILE)"
+        "--token-file",
+        type=Path,
+        metavar="FILE",
+        help="a file holding the spaces:credentials token (default: $SPACESVC_TOKEN_FILE)",
     )
     parser.add_argument("--token", nargs="?", const="", help=argparse.SUPPRESS)
     parser.add_argument("--environment", metavar="ID", help="the environment's id (default: the token's own)")

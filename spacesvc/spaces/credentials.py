@@ -165,11 +165,13 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
                 "No secretKey is stored for the Spaces configuration.",
                 hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
             )
-        if not await audit.record_delivery(
+        delivered = request.method != "HEAD"  # HEAD is answered as GET, but delivers (and records) nothing
+        if delivered and not await audit.record_delivery(
             conn, environment_id, request_actor(request), principal.name, config.version
         ):
             await environments.get(conn, environment_id)  # gone since: its 404
-    CREDENTIAL_DELIVERIES.inc()
+    if delivered:
+        CREDENTIAL_DELIVERIES.inc()
     fields_ = config.fields
     body: dict[str, object]
     if wanted == "credential-process":

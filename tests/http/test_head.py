@@ -27,3 +27,6 @@ async def test_every_get_route_answers_head_without_a_body(client: TestClient, a
         assert await head.read() == b""
         assert head.headers["Content-Type"] == got.headers["Content-Type"]
         assert head.headers.get("ETag") == got.headers.get("ETag")
+    # a HEAD of the credentials delivers nothing, so the trail records no delivery for it
+    audit = await client.get("/api/audit", params={"resourceType": "credentials"}, headers=admin)
+    assert len((await audit.json())["entries"]) == 2  # the two GETs
