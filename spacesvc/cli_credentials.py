@@ -258,6 +258,7 @@ class Child:
         self.process: asyncio.subprocess.Process | None = None
         self.exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._environment: dict[str, str] | None = None
+        self._waiting: asyncio.Task[None] | None = None  # for the running process's exit
 
     async def apply(self, delivery: Delivery) -> None:
         environment = environment_of(delivery.body)
@@ -270,7 +271,7 @@ class Child:
         except OSError as error:
             raise CredentialsError(f"cannot run {self.command[0]!r}: {error.strerror}", status=127) from None
         self.process = process
-        asyncio.get_running_loop().create_task(self._wait(process))
+        self._waiting = asyncio.create_task(self._wait(process))
 
     async def _wait(self, process: asyncio.subprocess.Process) -> None:
         status = await process.wait()
@@ -415,7 +416,8 @@ class Plan:
 
 async def watch(service: Service, actions: Sequence[Callable[[Delivery], Awaitable[None]]]) -> None:
     """Apply every new delivery; the last one stays in force while the service cannot be reached
-    (retrying with back-off, one line on stderr per outage). Ends only on a refused token."""
+    (retrying with back-off, one line on stderr per outage). Ends only on a refused token, or
+    a file that cannot be written or a command that cannot be run."""
     current: Delivery | None = None
     failures = 0
     while True:

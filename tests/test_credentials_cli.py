@@ -316,3 +316,22 @@ async def test_the_last_good_file_is_kept_while_the_service_is_away(
     said = (await agent.stderr.read()).decode().splitlines()
     assert len(said) == 2 and "not reachable" in said[0] and "keeping the last credentials" in said[0]
     assert said[1] == "spacesvc credentials: the service answers again"
+
+
+async def test_sigterm_stops_the_command_first_and_passes_its_status_on(
+    client: TestClient, admin: dict, tokens: Tokens, tmp_path: Path, running: list[asyncio.subprocess.Process]
+) -> None:
+    token_file = await workload_token_file(client, admin, tokens, tmp_path, BODY)
+    (tmp_path / "child.py").write_text(CHILD)
+    log = tmp_path / "child.log"
+    agent = await start(
+        running, "--url", url_of(client), "--token-file", str(token_file), "--exec", "--", sys.executable,
+        str(tmp_path / "child.py"), str(log),
+    )  # fmt: skip
+    await eventually(lambda: log.exists() and log.read_text().endswith("\n"), 30, "the command started")
+    child_pid = int(log.read_text().split()[0])
+    agent.terminate()
+    async with asyncio.timeout(20):
+        assert await agent.wait() == 128 + 15  # the command's status: ended by SIGTERM
+    with pytest.raises(ProcessLookupError):
+        os.kill(child_pid, 0)
