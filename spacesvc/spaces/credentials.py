@@ -65,6 +65,15 @@ class CredentialsSchema(Schema):
     version = fields.Integer(required=True)
 
 
+class CredentialProcessSchema(Schema):
+    Version = fields.Integer(required=True, metadata={"enum": [1]})
+    AccessKeyId = fields.String(required=True)
+    SecretAccessKey = fields.String(required=True)
+    Expiration = fields.String(
+        required=True, metadata={"format": "date-time", "description": "fetch again before this"}
+    )
+
+
 def enabled_for(config: SpacesConfig, environment_id: str) -> bool:
     return any(item.environment_id == environment_id and item.enabled for item in config.enabled_environments)
 
@@ -107,12 +116,13 @@ FORMAT_PARAM = {
     "description": "credential-process: the answer an AWS SDK's credential_process expects "
     "(Version, AccessKeyId, SecretAccessKey, Expiration).",
 }
+CREDENTIALS_OK = ok(CredentialsSchema, "", etag=etag_header(always=True))
 CREDENTIALS_RESPONSES = {
     200: {
-        **ok(CredentialsSchema, "The credentials", etag=etag_header(always=True)),
         "description": "The credentials (Cache-Control: no-store); with ?format=credential-process, "
-        "a CredentialProcess object",
-        "headers": {**ok(CredentialsSchema, "", etag=etag_header(always=True))["headers"], **PREFERENCE_APPLIED},
+        "what an AWS SDK's credential_process expects",
+        "headers": {**CREDENTIALS_OK["headers"], **PREFERENCE_APPLIED},
+        "content": {"application/json": {"schema": {"oneOf": [CredentialsSchema, CredentialProcessSchema]}}},
     },
     304: {
         "description": "The version named in If-None-Match is current",
