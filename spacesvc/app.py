@@ -9,7 +9,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from spacesvc import __version__, postgres
-from spacesvc.audit.views import AuditView
+from spacesvc.audit.views import AuditLogsView, AuditView
 from spacesvc.environments.views import EnvironmentsView, EnvironmentView
 from spacesvc.health import READINESS_REPORTED, healthz, readyz
 from spacesvc.http import idempotency
@@ -25,7 +25,7 @@ from spacesvc.s3 import S3, S3Client
 from spacesvc.secret_backend import secret_backend_ctx
 from spacesvc.settings import SETTINGS, Settings
 from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
-from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView
+from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView, OwnCredentialsView
 from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
 from spacesvc.spaces.views import SpacesSettingsView
 from spacesvc.sweeper import sweeper_ctx
@@ -67,7 +67,9 @@ def create_app(settings: Settings) -> web.Application:
         EnvironmentView,
         EnvironmentBucketsView,
         CredentialsView,
+        OwnCredentialsView,
         AuditView,
+        AuditLogsView,
     ):
         app.router.add_view(view.URL_PATH, view)
     app.router.add_get("/healthz", healthz, allow_head=True)
@@ -75,4 +77,15 @@ def create_app(settings: Settings) -> web.Application:
     if settings.metrics:
         app.router.add_get("/metrics", metrics_view)
     setup_openapi(app, __version__)
+    answer_head_as_get(app)
     return app
+
+
+def answer_head_as_get(app: web.Application) -> None:
+    """HEAD is answered wherever GET is: a route added with GET alone (the API docs') gets HEAD
+    too, with the same handler; aiohttp sends its headers without the body. A view answers HEAD
+    with its ``head = get``."""
+    for resource in app.router.resources():
+        methods = {route.method: route.handler for route in resource}
+        if "GET" in methods and "HEAD" not in methods and isinstance(resource, web.Resource):
+            resource.add_route("HEAD", methods["GET"])

@@ -1,4 +1,4 @@
-"""The ``spacesvc`` command: serve, migrate, tokens, secrets."""
+"""The ``spacesvc`` command: serve, migrate, tokens, secrets; credentials (``cli_credentials``)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import orjson
 import backends
 from backends import BackendSettings, BackendUnavailable, create_backend
 from backends.db import DbSecretBackend, new_encryption_key
-from spacesvc import embedded, postgres, serving
+from spacesvc import cli_credentials, embedded, postgres, serving
 from spacesvc.audit import queries as audit
 from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.audit.views import MAX_AUDIT_PAGE
@@ -96,11 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     writable = [name for name, backend in backends.available().items() if backend.writable]
     move.add_argument("--to", required=True, choices=writable, dest="target")
+    cli_credentials.add_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "credentials":  # a workload's command: it talks to a running service only
+        return cli_credentials.run(args)
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level)

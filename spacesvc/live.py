@@ -29,7 +29,7 @@ from aiohttp import web
 
 from spacesvc import postgres
 from spacesvc.changes import CHANNEL, CONFIG, TOKENS, config_at
-from spacesvc.instruments import CACHE_READS, NOTIFICATIONS
+from spacesvc.instruments import CACHE_READS, NOTIFICATIONS, WATCHES, WATCHES_ENDED
 from spacesvc.settings import SETTINGS
 from spacesvc.spaces import queries as spaces
 from spacesvc.spaces.model import SpacesConfig
@@ -164,6 +164,28 @@ class LiveState:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._config_changed.wait()
+
+    async def watch(self, app: web.Application, config: SpacesConfig, wait: int) -> SpacesConfig | None:
+        """A held read (``Prefer: wait``): until the configuration's version moves on from
+        ``config``'s, ``wait`` seconds pass or the process shuts down; returns what is current then
+        (None: it was deleted). Everything a read of the configuration or of the credentials
+        depends on (the fields, the secret, the enablement, an environment's deletion) moves it on."""
+        WATCHES.inc()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait
+            current: SpacesConfig | None = config
+            while current is not None and current.version == config.version:
+                left = deadline - loop.time()
+                if left <= 0 or self.stopping:
+                    break
+                await self.config_change(left)
+                current = await self.config(app)
+        finally:
+            WATCHES.dec()
+        unchanged = current is not None and current.version == config.version
+        WATCHES_ENDED.labels("unchanged" if unchanged else "changed").inc()
+        return current
 
     def notified(self, payload: str) -> None:
         """A change committed somewhere: drop what it names, unless memory holds that already."""

@@ -76,6 +76,8 @@ class Settings:
     shutdown_timeout: float = 30.0
     # GET /metrics (Prometheus text format); SPACESVC_METRICS=off removes the route.
     metrics: bool = True
+    # How long a credential_process answer says its key may be used (SPACESVC_CREDENTIAL_TTL).
+    credential_ttl_seconds: float = 3600.0
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
     # Where that embedded PostgreSQL keeps its cluster (said in serve's first line).
@@ -107,6 +109,9 @@ class Settings:
         storage = _get(env, "SPACESVC_RATE_LIMIT_STORAGE") or cls.rate_limit_storage
         if storage != "memory":
             check_redis_url(storage)
+        credential_ttl = parse_seconds(env, "SPACESVC_CREDENTIAL_TTL", default=cls.credential_ttl_seconds)
+        if credential_ttl < 1:
+            raise ConfigError("SPACESVC_CREDENTIAL_TTL must be at least 1s (e.g. 1h)")
         metrics = (_get(env, "SPACESVC_METRICS") or "on").lower()
         if metrics not in {"on", "off"}:
             raise ConfigError("SPACESVC_METRICS must be on or off")
@@ -123,6 +128,7 @@ class Settings:
             shutdown_delay=parse_seconds(env, "SPACESVC_SHUTDOWN_DELAY", default=cls.shutdown_delay),
             shutdown_timeout=parse_seconds(env, "SPACESVC_SHUTDOWN_TIMEOUT", default=cls.shutdown_timeout),
             metrics=metrics == "on",
+            credential_ttl_seconds=credential_ttl,
         )
 
 

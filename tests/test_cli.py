@@ -123,6 +123,7 @@ def test_secrets_genkey_prints_a_usable_key() -> None:
             "SPACESVC_ENCRYPTION_KEYS",
         ),
         ({"SPACESVC_LOG_LEVEL": "LOUD"}, "SPACESVC_LOG_LEVEL"),
+        ({"SPACESVC_CREDENTIAL_TTL": "0s"}, "SPACESVC_CREDENTIAL_TTL"),
         ({"SPACESVC_SECRET_BACKEND": "vault"}, "VAULT_ADDR"),
         ({"SPACESVC_SECRET_BACKEND": "vault", "VAULT_ADDR": "vault:8200"}, "VAULT_ADDR"),
         ({"SPACESVC_SECRET_BACKEND": "vault", "VAULT_ADDR": "http://v:8200"}, "VAULT_TOKEN"),

@@ -60,3 +60,25 @@ class AuditEntry:
     actor: str
     request_id: str | None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LogFilters:
+    """What ``GET /api/audit-logs`` narrows the trail to (None: any)."""
+
+    environment_id: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """An entry with what BRIDGEPORT's audit page shows beside it: the resource's name, the token
+    that acted (None: not a token, or one no longer known) and the environment it is about."""
+
+    entry: AuditEntry
+    resource_name: str | None
+    token_id: str | None
+    environment_id: str | None
+    environment_name: str | None

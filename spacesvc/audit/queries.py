@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from spacesvc.audit.model import Action, Actor, AuditEntry, Resource
+from spacesvc.audit.model import Action, Actor, AuditEntry, LogEntry, LogFilters, Resource
 
 # An entry's columns, for an INSERT with VALUES or with a SELECT (spaces.queries.FAST_UPDATE)
 INSERT_FROM = "INSERT INTO audit_log (action, resource_type, resource_id, actor, request_id, details)"
@@ -23,6 +23,35 @@ WHERE ($1::bigint IS NULL OR id < $1)
 ORDER BY id DESC
 LIMIT $4
 """
+# The trail as BRIDGEPORT's audit page reads it: with the token that acted (the live token of that
+# name at that moment: a live token's name is unique) and the environment an entry is about.
+# $1 environmentId, $2 resourceType, $3 resourceId, $4 action, $5 limit, $6 offset.
+ENVIRONMENT_ENTRIES = f"resource_type IN ('{Resource.ENVIRONMENT.value}', '{Resource.CREDENTIALS.value}')"
+LOG_FILTERS = f"""
+WHERE ($1::text IS NULL OR ({ENVIRONMENT_ENTRIES} AND a.resource_id = $1))
+  AND ($2::text IS NULL OR a.resource_type = $2)
+  AND ($3::text IS NULL OR a.resource_id = $3)
+  AND ($4::text IS NULL OR a.action = $4)
+"""
+SELECT_LOGS = f"""
+SELECT a.id, a.at, a.action, a.resource_type, a.resource_id, a.actor, a.details::text AS details,
+       coalesce(a.details->>'name', a.details->>'environment') AS resource_name,
+       t.id::text AS token_id,
+       CASE WHEN {ENVIRONMENT_ENTRIES} THEN a.resource_id END AS environment_id,
+       CASE WHEN {ENVIRONMENT_ENTRIES}
+            THEN coalesce(e.name, a.details->>'name', a.details->>'environment') END AS environment_name
+FROM audit_log a
+LEFT JOIN LATERAL (
+    SELECT id FROM api_tokens
+    WHERE name = a.actor AND created_at <= a.at AND (revoked_at IS NULL OR revoked_at >= a.at)
+    ORDER BY created_at DESC LIMIT 1
+) t ON true
+LEFT JOIN environments e ON e.id::text = a.resource_id
+{LOG_FILTERS}
+ORDER BY a.id DESC
+LIMIT $5 OFFSET $6
+"""
+COUNT_LOGS = f"SELECT count(*) FROM audit_log a {LOG_FILTERS}"
 # A credential delivery, recorded with the environment's name, if the environment still exists.
 INSERT_DELIVERY = f"""
 {INSERT_FROM}
@@ -84,6 +113,34 @@ async def entries(
         )
         for row in rows
     ]
+
+
+async def logs(conn: asyncpg.Connection, filters: LogFilters, *, limit: int, offset: int) -> tuple[list[LogEntry], int]:
+    """A page of the trail as BRIDGEPORT reads it, newest first, and how many entries match."""
+    where = (filters.environment_id, filters.resource_type, filters.resource_id, filters.action)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(SELECT_LOGS, *where, limit, offset)
+        total = await conn.fetchval(COUNT_LOGS, *where)
+    page = [
+        LogEntry(
+            entry=AuditEntry(
+                id=row["id"],
+                at=row["at"],
+                action=row["action"],
+                resource_type=row["resource_type"],
+                resource_id=row["resource_id"],
+                actor=row["actor"],
+                request_id=None,
+                details=orjson.loads(row["details"]),
+            ),
+            resource_name=row["resource_name"],
+            token_id=row["token_id"],
+            environment_id=row["environment_id"],
+            environment_name=row["environment_name"],
+        )
+        for row in rows
+    ]
+    return page, int(total)
 
 
 async def delete_older_than(conn: asyncpg.Connection, retention: timedelta) -> int:

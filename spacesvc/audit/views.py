@@ -1,23 +1,27 @@
-"""``GET /api/audit``: the trail, newest first, a page at a time."""
+"""``GET /api/audit``: the trail, newest first, a page at a time; ``GET /api/audit-logs``: the same
+trail in BRIDGEPORT's shape, so its audit page reads it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp_apispec import docs
 from marshmallow import Schema, fields
 
 from spacesvc import postgres
 from spacesvc.audit import queries
-from spacesvc.audit.model import Action, AuditEntry, Resource
+from spacesvc.audit.model import Action, AuditEntry, LogEntry, LogFilters, Resource
 from spacesvc.http.authorization import ADMIN, READ, requires
 from spacesvc.http.errors import validation_error
 from spacesvc.http.jsonio import json_response, timestamp
 from spacesvc.http.openapi import SECURITY, errors, ok
 
 DEFAULT_AUDIT_PAGE = 100
+DEFAULT_LOGS_PAGE = 50
 MAX_AUDIT_PAGE = 500
+MAX_FILTER_LENGTH = 200
 
 
 class AuditEntrySchema(Schema):
@@ -29,6 +33,36 @@ class AuditEntrySchema(Schema):
     actor = fields.String(required=True, metadata={"description": "a token's name, or cli:<user>"})
     requestId = fields.String(required=True, allow_none=True)
     details = fields.Dict(required=True)
+
+
+class LogUserSchema(Schema):
+    id = fields.String(required=True)
+    email = fields.String(required=True, allow_none=True, metadata={"description": "always null: a token"})
+    name = fields.String(required=True)
+
+
+class LogEnvironmentSchema(Schema):
+    id = fields.String(required=True)
+    name = fields.String(required=True, allow_none=True)
+
+
+class LogSchema(Schema):
+    id = fields.Integer(required=True)
+    action = fields.String(required=True)
+    resourceType = fields.String(required=True)
+    resourceId = fields.String(required=True, allow_none=True)
+    resourceName = fields.String(required=True, allow_none=True)
+    details = fields.String(required=True, allow_none=True, metadata={"description": "a JSON object, as a string"})
+    success = fields.Boolean(required=True)
+    error = fields.String(required=True, allow_none=True)
+    createdAt = fields.String(required=True, metadata={"format": "date-time"})
+    user = fields.Nested(LogUserSchema, required=True, allow_none=True)
+    environment = fields.Nested(LogEnvironmentSchema, required=True, allow_none=True)
+
+
+class LogPageSchema(Schema):
+    logs = fields.List(fields.Nested(LogSchema), required=True)
+    total = fields.Integer(required=True, metadata={"description": "entries matching the filters"})
 
 
 class AuditPageSchema(Schema):
@@ -49,6 +83,33 @@ def present(entry: AuditEntry) -> dict[str, Any]:
         "requestId": entry.request_id,
         "details": entry.details,
     }
+
+
+def present_log(log: LogEntry) -> dict[str, Any]:
+    """An entry as BRIDGEPORT's AuditLog: every entry is a change that happened (success)."""
+    entry = log.entry
+    user = None if log.token_id is None else {"id": log.token_id, "email": None, "name": entry.actor}
+    environment = None if log.environment_id is None else {"id": log.environment_id, "name": log.environment_name}
+    return {
+        "id": entry.id,
+        "action": entry.action,
+        "resourceType": entry.resource_type,
+        "resourceId": entry.resource_id,
+        "resourceName": log.resource_name,
+        "details": orjson.dumps(entry.details).decode() if entry.details else None,
+        "success": True,
+        "error": None,
+        "createdAt": timestamp(entry.at),
+        "user": user,
+        "environment": environment,
+    }
+
+
+def _query_text(request: web.Request, name: str) -> str | None:
+    value = request.query.get(name)
+    if value is not None and not 1 <= len(value) <= MAX_FILTER_LENGTH:
+        raise validation_error(f"{name} must be 1 to {MAX_FILTER_LENGTH} characters.", field=name)
+    return value
 
 
 def _query_int(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -95,3 +156,47 @@ class AuditView(web.View):
             page = await queries.entries(conn, limit=limit, before=before, resource_type=resource_type, action=action)
         next_before = page[-1].id if len(page) == limit else None
         return json_response({"entries": [present(entry) for entry in page], "nextBefore": next_before})
+
+    head = get  # HEAD is answered as GET, without the body
+
+
+def _text_param(name: str, description: str) -> dict[str, Any]:
+    schema = {"type": "string", "minLength": 1, "maxLength": MAX_FILTER_LENGTH}
+    return {"in": "query", "name": name, "schema": schema, "description": description}
+
+
+class AuditLogsView(web.View):
+    URL_PATH = "/api/audit-logs"
+
+    @docs(
+        tags=["audit"],
+        summary="The audit trail as BRIDGEPORT's audit page reads it, newest first (admin)",
+        operationId="listAuditLogs",
+        security=SECURITY,
+        parameters=[
+            _text_param("environmentId", "entries about this environment (its changes and credential deliveries)"),
+            _text_param("resourceType", "e.g. spaces_config, environment, token, secret, credentials"),
+            _text_param("resourceId", "entries about this resource"),
+            _text_param("action", "e.g. created, replaced, patched, deleted, enabled, delivered"),
+            {"in": "query", "name": "limit", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_AUDIT_PAGE}},
+            {"in": "query", "name": "offset", "schema": {"type": "integer", "minimum": 0}},
+        ],
+        responses={200: ok(LogPageSchema, "A page of entries and the total"), **errors(400, 401, 403, 429, 503)},
+    )
+    @requires(roles=ADMIN, scope=READ)
+    async def get(self) -> web.Response:
+        request = self.request
+        limit = _query_int(request, "limit", DEFAULT_LOGS_PAGE, 1, MAX_AUDIT_PAGE)
+        offset = _query_int(request, "offset", 0, 0, 2**31 - 1)
+        assert limit is not None and offset is not None
+        filters = LogFilters(
+            environment_id=_query_text(request, "environmentId"),
+            resource_type=_query_text(request, "resourceType"),
+            resource_id=_query_text(request, "resourceId"),
+            action=_query_text(request, "action"),
+        )
+        async with postgres.acquire(request.app) as conn:
+            page, total = await queries.logs(conn, filters, limit=limit, offset=offset)
+        return json_response({"logs": [present_log(log) for log in page], "total": total})
+
+    head = get  # HEAD is answered as GET, without the body

@@ -76,6 +76,8 @@ class EnvironmentsView(web.View):
             listed = await queries.list_environments(conn)
         return json_response({"environments": [present(environment) for environment in listed]})
 
+    head = get  # HEAD is answered as GET, without the body
+
     @docs(
         tags=["environments"],
         summary="Create an environment (admin)",

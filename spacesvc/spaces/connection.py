@@ -122,6 +122,8 @@ class SpacesBucketsView(web.View):
     async def get(self) -> web.Response:
         return json_response(await bucket_list(self.request))
 
+    head = get  # HEAD is answered as GET, without the body
+
 
 async def bucket_list(request: web.Request) -> dict[str, Any]:
     """The configured buckets, or (none configured) those the key can list: the body of GET

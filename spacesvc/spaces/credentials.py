@@ -1,5 +1,6 @@
 """What a workload in an environment reads: ``GET /api/environments/{id}/spaces/credentials``
-(the one response that carries the secret) and ``GET /api/environments/{id}/spaces/buckets``.
+(the one response that carries the secret), the same for the token's own environment at
+``GET /api/spaces/credentials``, and ``GET /api/environments/{id}/spaces/buckets``.
 
 Both answer only when the configuration is enabled for the environment (BRIDGEPORT's
 ``getSpacesConfigForEnvironment``). The credentials need a token with the scope
@@ -13,6 +14,8 @@ configured, not enabled, an environment gone) is decided by the database.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 from aiohttp import web
@@ -28,13 +31,24 @@ from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ANY_ROLE, READ, forbidden_scope, requires
-from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, format_etag, not_modified, not_modified_response
+from spacesvc.http.conditional import (
+    IF_NONE_MATCH_PARAM,
+    PREFER_PARAM,
+    PREFERENCE_APPLIED,
+    format_etag,
+    names_version,
+    not_modified,
+    not_modified_response,
+    preferred_wait,
+)
+from spacesvc.http.errors import validation_error
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
 from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.instruments import CREDENTIAL_DELIVERIES
 from spacesvc.live import LIVE, PerConfig
 from spacesvc.secret_backend import SECRET_BACKEND
+from spacesvc.settings import SETTINGS
 from spacesvc.spaces import queries
 from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
@@ -51,6 +65,15 @@ class CredentialsSchema(Schema):
     endpoint = fields.String(required=True)
     buckets = fields.List(fields.String(), required=True)
     version = fields.Integer(required=True)
+
+
+class CredentialProcessSchema(Schema):
+    Version = fields.Integer(required=True, metadata={"enum": [1]})
+    AccessKeyId = fields.String(required=True)
+    SecretAccessKey = fields.String(required=True)
+    Expiration = fields.String(
+        required=True, metadata={"format": "date-time", "description": "fetch again before this"}
+    )
 
 
 def enabled_for(config: SpacesConfig, environment_id: str) -> bool:
@@ -86,55 +109,93 @@ async def enabled_config(conn: asyncpg.Connection, environment_id: str) -> tuple
     return environment, config
 
 
-class CredentialsView(web.View):
-    URL_PATH = "/api/environments/{id}/spaces/credentials"
+FORMATS = ("json", "credential-process")
+FORMAT_PARAM = {
+    "in": "query",
+    "name": "format",
+    "required": False,
+    "schema": {"type": "string", "enum": list(FORMATS), "default": "json"},
+    "description": "credential-process: the answer an AWS SDK's credential_process expects "
+    "(Version, AccessKeyId, SecretAccessKey, Expiration).",
+}
+CREDENTIALS_OK = ok(CredentialsSchema, "", etag=etag_header(always=True))
+CREDENTIALS_RESPONSES = {
+    200: {
+        "description": "The credentials (Cache-Control: no-store); with ?format=credential-process, "
+        "what an AWS SDK's credential_process expects",
+        "headers": {**CREDENTIALS_OK["headers"], **PREFERENCE_APPLIED},
+        "content": {"application/json": {"schema": {"oneOf": [CredentialsSchema, CredentialProcessSchema]}}},
+    },
+    304: {
+        "description": "The version named in If-None-Match is current",
+        "headers": {**etag_header(always=True), **PREFERENCE_APPLIED},
+    },
+    **errors(400, 401, 403, 404, 429, 503),
+}
 
-    @docs(
-        tags=["environments"],
-        summary="The Spaces credentials for a workload in this environment (a bound spaces:credentials token)",
-        operationId="getSpacesCredentials",
-        security=SECURITY,
-        parameters=[ENVIRONMENT_ID_PARAM, IF_NONE_MATCH_PARAM],
-        responses={
-            200: {
-                **ok(CredentialsSchema, "The credentials", etag=etag_header(always=True)),
-                "description": "The credentials (Cache-Control: no-store)",
-            },
-            304: {"description": "The version named in If-None-Match is current"},
-            **errors(401, 403, 404, 429, 503),
-        },
-    )
-    async def get(self) -> web.Response:
-        request = self.request
-        principal = request[PRINCIPAL]
-        environment_id = request.match_info["id"]
-        if CREDENTIALS_SCOPE not in principal.scopes or principal.environment_id != environment_id:
-            raise forbidden_scope(
-                CREDENTIALS_SCOPE,
-                "Only a token with the scope spaces:credentials, bound to this environment, reads its credentials.",
-                hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
+
+def expiration(ttl_seconds: float, rotates_at: datetime | None) -> datetime:
+    """When a delivered key should be fetched again: now + the TTL, or the key's rotation if earlier."""
+    expires = datetime.now(UTC) + timedelta(seconds=ttl_seconds)
+    return expires if rotates_at is None else min(expires, rotates_at)
+
+
+def requested_format(request: web.Request) -> str:
+    wanted = request.query.get("format", "json")
+    if wanted not in FORMATS:
+        raise validation_error(f"format must be one of: {', '.join(FORMATS)}.", field="format")
+    return wanted
+
+
+async def deliver(request: web.Request, environment_id: str) -> web.Response:
+    """The credentials of ``environment_id`` for the request's token, which must be bound to it; a
+    watch (``Prefer: wait`` with ``If-None-Match`` naming the version) holds until they change."""
+    principal = request[PRINCIPAL]
+    if CREDENTIALS_SCOPE not in principal.scopes or principal.environment_id != environment_id:
+        raise forbidden_scope(
+            CREDENTIALS_SCOPE,
+            "Only a token with the scope spaces:credentials, bound to this environment, reads its credentials.",
+            hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
+        )
+    wanted = requested_format(request)
+    app = request.app
+    config = await delivered_config(app, environment_id)
+    wait = preferred_wait(request)
+    applied: dict[str, str] = {}
+    if wait is not None and names_version(request, config.version):
+        watched = await app[LIVE].watch(app, config, wait)
+        if watched is None or not enabled_for(watched, environment_id):
+            watched = await delivered_config(app, environment_id)  # deleted or disabled meanwhile: its 404
+        config = watched
+        applied = {"Preference-Applied": f"wait={wait}"}
+    if not_modified(request, config.version):
+        return not_modified_response(config.version, {**NO_STORE, **applied})
+    async with postgres.acquire(app) as conn:
+        secret = await secret_of(conn, app[SECRET_BACKEND], config)
+        if secret is None:
+            raise NotFound(
+                "No secretKey is stored for the Spaces configuration.",
+                hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
             )
-        app = request.app
-        backend = app[SECRET_BACKEND]
-        config = await app[LIVE].config(app)
-        if config is None or not enabled_for(config, environment_id):
-            async with postgres.acquire(app) as conn:  # the database's answer: which 404, or go on
-                _, config = await enabled_config(conn, environment_id)
-        if not_modified(request, config.version):
-            return not_modified_response(config.version, NO_STORE)
-        async with postgres.acquire(app) as conn:
-            secret = await secret_of(conn, backend, config)
-            if secret is None:
-                raise NotFound(
-                    "No secretKey is stored for the Spaces configuration.",
-                    hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
-                )
-            if not await audit.record_delivery(
-                conn, environment_id, request_actor(request), principal.name, config.version
-            ):
-                await environments.get(conn, environment_id)  # gone since: its 404
+        delivered = request.method != "HEAD"  # HEAD is answered as GET, but delivers (and records) nothing
+        if delivered and not await audit.record_delivery(
+            conn, environment_id, request_actor(request), principal.name, config.version
+        ):
+            await environments.get(conn, environment_id)  # gone since: its 404
+    if delivered:
         CREDENTIAL_DELIVERIES.inc()
-        fields_ = config.fields
+    fields_ = config.fields
+    body: dict[str, object]
+    if wanted == "credential-process":
+        # no per-environment key rotates yet: the TTL alone says when to fetch again
+        expires = expiration(app[SETTINGS].credential_ttl_seconds, rotates_at=None)
+        body = {
+            "Version": 1,
+            "AccessKeyId": fields_.access_key,
+            "SecretAccessKey": secret,
+            "Expiration": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+    else:
         body = {
             "accessKey": fields_.access_key,
             "secretKey": secret,
@@ -143,7 +204,58 @@ class CredentialsView(web.View):
             "buckets": list(fields_.buckets),
             "version": config.version,
         }
-        return json_response(body, headers={**NO_STORE, "ETag": format_etag(config.version)})
+    return json_response(body, headers={**NO_STORE, "ETag": format_etag(config.version), **applied})
+
+
+async def delivered_config(app: web.Application, environment_id: str) -> SpacesConfig:
+    """The configuration, from memory when it is enabled for the environment there; otherwise the
+    database decides (which 404, or the configuration after all)."""
+    config = await app[LIVE].config(app)
+    if config is None or not enabled_for(config, environment_id):
+        async with postgres.acquire(app) as conn:
+            _, config = await enabled_config(conn, environment_id)
+    return config
+
+
+class CredentialsView(web.View):
+    URL_PATH = "/api/environments/{id}/spaces/credentials"
+
+    @docs(
+        tags=["environments"],
+        summary="The Spaces credentials for a workload in this environment (a bound spaces:credentials token)",
+        operationId="getSpacesCredentials",
+        security=SECURITY,
+        parameters=[ENVIRONMENT_ID_PARAM, FORMAT_PARAM, IF_NONE_MATCH_PARAM, PREFER_PARAM],
+        responses=CREDENTIALS_RESPONSES,
+    )
+    async def get(self) -> web.Response:
+        return await deliver(self.request, self.request.match_info["id"])
+
+    head = get  # HEAD is answered as GET, without the body
+
+
+class OwnCredentialsView(web.View):
+    URL_PATH = "/api/spaces/credentials"
+
+    @docs(
+        tags=["environments"],
+        summary="The Spaces credentials of the environment the token is bound to",
+        operationId="getOwnSpacesCredentials",
+        security=SECURITY,
+        parameters=[FORMAT_PARAM, IF_NONE_MATCH_PARAM, PREFER_PARAM],
+        responses=CREDENTIALS_RESPONSES,
+    )
+    async def get(self) -> web.Response:
+        environment_id = self.request[PRINCIPAL].environment_id
+        if environment_id is None:
+            raise forbidden_scope(
+                CREDENTIALS_SCOPE,
+                "Only a token with the scope spaces:credentials, bound to an environment, reads credentials.",
+                hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
+            )
+        return await deliver(self.request, environment_id)
+
+    head = get  # HEAD is answered as GET, without the body
 
 
 class EnvironmentBucketsView(web.View):
@@ -162,3 +274,5 @@ class EnvironmentBucketsView(web.View):
         async with postgres.acquire(self.request.app) as conn:
             await enabled_config(conn, self.request.match_info["id"])
         return json_response(await bucket_list(self.request))
+
+    head = get  # HEAD is answered as GET, without the body

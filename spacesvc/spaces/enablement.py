@@ -68,6 +68,8 @@ class SpacesEnvironmentsView(web.View):
         body = [{"id": item.id, "name": item.name, "spacesEnabled": item.spaces_enabled} for item in listed]
         return json_response({"environments": body})
 
+    head = get  # HEAD is answered as GET, without the body
+
 
 class SpacesEnvironmentView(web.View):
     URL_PATH = "/api/settings/spaces/environments/{environmentId}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
@@ -31,7 +30,6 @@ from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
-from spacesvc.instruments import WATCHES, WATCHES_ENDED
 from spacesvc.live import LIVE, PerConfig
 from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces import queries
@@ -154,14 +152,7 @@ class SpacesSettingsView(web.View):
         config = await app[LIVE].config(app)
         wait = preferred_wait(request)
         if config is not None and wait is not None and names_version(request, config.version):
-            WATCHES.inc()
-            try:
-                watched = await self._watch(config, wait)
-            finally:
-                WATCHES.dec()
-            unchanged = watched is not None and watched.version == config.version
-            WATCHES_ENDED.labels("unchanged" if unchanged else "changed").inc()
-            config = watched
+            config = await app[LIVE].watch(app, config, wait)
             applied = {"Preference-Applied": f"wait={wait}"}
         else:
             applied = {}
@@ -171,19 +162,7 @@ class SpacesSettingsView(web.View):
             return not_modified_response(config.version, applied)
         return json_response(body_of(config, self.backend), headers={**etag(config), **applied})
 
-    async def _watch(self, config: SpacesConfig, wait: int) -> SpacesConfig | None:
-        """Hold the request until the configuration's version moves on, or ``wait`` seconds pass;
-        returns what is current then (None: it was deleted)."""
-        app = self.request.app
-        deadline = asyncio.get_running_loop().time() + wait
-        current: SpacesConfig | None = config
-        while current is not None and current.version == config.version:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0 or app[LIVE].stopping:
-                break  # the wait is over, or the process is shutting down: answer with what is current
-            await app[LIVE].config_change(left)
-            current = await app[LIVE].config(app)
-        return current
+    head = get  # HEAD is answered as GET, without the body
 
     @docs(
         tags=["settings"],

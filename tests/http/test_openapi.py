@@ -8,7 +8,7 @@ from aiohttp.test_utils import TestClient
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate as validate_spec
 
-from tests.support.api import BODY, BUCKETS, SPACES, TEST, Tokens, auth
+from tests.support.api import BODY, BUCKETS, SPACES, TEST, Tokens, auth, create_environment, credentials_path, enable
 
 
 def inline_refs(node: Any, spec: dict) -> Any:
@@ -101,3 +101,26 @@ async def test_real_responses_match_the_documented_schemas(client: TestClient, t
                 assert header in resp.headers, (method, path, resp.status, header)
         seen.add(resp.status)
     assert seen >= {200, 201, 400, 401, 403, 404, 409, 412, 422}
+
+
+async def test_credentials_and_audit_log_answers_match_their_documented_schemas(
+    client: TestClient, tokens: Tokens
+) -> None:
+    spec = await (await client.get("/api/docs/openapi.json")).json()
+    admin = auth(await tokens.create("admin"))
+    await client.put(SPACES, json=BODY, headers=admin)
+    prod = await create_environment(client, admin, "prod")
+    await enable(client, admin, prod)
+    workload = auth(await tokens.create("viewer", ("spaces:credentials",), environment="prod"))
+    exchanges = [
+        ("/api/environments/{id}/spaces/credentials", credentials_path(prod), {}, workload),
+        ("/api/spaces/credentials", "/api/spaces/credentials", {"format": "credential-process"}, workload),
+        ("/api/spaces/credentials", "/api/spaces/credentials", {"format": "xml"}, workload),
+        ("/api/audit-logs", "/api/audit-logs", {"environmentId": prod}, admin),
+    ]
+    for template, path, query, headers in exchanges:
+        resp = await client.get(path, params=query, headers=headers)
+        documented = spec["paths"][template]["get"]["responses"]
+        assert str(resp.status) in documented, (path, query, resp.status)
+        schema = inline_refs(documented[str(resp.status)]["content"]["application/json"]["schema"], spec)
+        OAS30Validator(schema).validate(await resp.json())

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import requests
 from botocore.config import Config
@@ -24,7 +25,10 @@ USERS = {
     "full": ["*"],
     "scoped": ["arn:aws:s3:::existing-one", "arn:aws:s3:::existing-one/*"],
 }
-SETUP_ACTIONS = len(BUCKETS) + 3 * len(USERS)  # create_bucket; create_user, put_user_policy, create_access_key
+# May manage IAM users and keys after setup, as an admin replacing a key does.
+KEY_MANAGER = "key-manager"
+# create_bucket; then create_user, put_user_policy, create_access_key for each user and the key manager
+SETUP_ACTIONS = len(BUCKETS) + 3 * (len(USERS) + 1)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class MotoS3:
         log.close()
         self._wait()
         self.keys = self._setup()
+        self._iam = self._client("iam", self.keys.pop(KEY_MANAGER))
 
     @property
     def url(self) -> str:
@@ -64,31 +69,53 @@ class MotoS3:
                 time.sleep(0.1)
         raise RuntimeError("moto did not start")
 
-    def _setup(self) -> dict[str, AccessKey]:
+    def _client(self, service: str, key: AccessKey) -> Any:
         import boto3  # comes with moto (the test extra): imported here, so collecting the tests needs neither
 
-        options = {
-            "endpoint_url": self.url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": "setup",
-            "aws_secret_access_key": "setup",
-        }
-        s3 = boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **options)
-        iam = boto3.client("iam", **options)
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name="us-east-1",
+            aws_access_key_id=key.access_key,
+            aws_secret_access_key=key.secret_key,
+            config=Config(s3={"addressing_style": "path"}),
+        )
+
+    def _setup(self) -> dict[str, AccessKey]:
+        setup = AccessKey("setup", "setup")
+        s3, iam = self._client("s3", setup), self._client("iam", setup)
         for bucket in BUCKETS:
             s3.create_bucket(Bucket=bucket)
         keys = {}
-        for user, resources in USERS.items():
-            iam.create_user(UserName=user)
-            statement = {"Effect": "Allow", "Action": "s3:*", "Resource": resources}
-            iam.put_user_policy(
-                UserName=user,
-                PolicyName="s3",
-                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
-            )
-            created = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = AccessKey(created["AccessKeyId"], created["SecretAccessKey"])
+        users = {**{user: ("s3:*", resources) for user, resources in USERS.items()}, KEY_MANAGER: ("iam:*", ["*"])}
+        for user, (actions, resources) in users.items():
+            keys[user] = self._create_user(iam, user, actions, resources)
         return keys
+
+    @staticmethod
+    def _create_user(iam: Any, user: str, actions: str, resources: list[str]) -> AccessKey:
+        iam.create_user(UserName=user)
+        statement = {"Effect": "Allow", "Action": actions, "Resource": resources}
+        iam.put_user_policy(
+            UserName=user,
+            PolicyName="policy",
+            PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
+        )
+        created = iam.create_access_key(UserName=user)["AccessKey"]
+        return AccessKey(created["AccessKeyId"], created["SecretAccessKey"])
+
+    def create_user(self, user: str, resources: list[str]) -> AccessKey:
+        """A new IAM user allowed s3:* on ``resources``, and its first key."""
+        return self._create_user(self._iam, user, "s3:*", resources)
+
+    def create_key(self, user: str) -> AccessKey:
+        """Another access key for ``user``: what an admin makes before replacing a key."""
+        created = self._iam.create_access_key(UserName=user)["AccessKey"]
+        return AccessKey(created["AccessKeyId"], created["SecretAccessKey"])
+
+    def delete_key(self, user: str, key: AccessKey) -> None:
+        """Delete ``key`` at IAM: requests signed with it are refused from now on."""
+        self._iam.delete_access_key(UserName=user, AccessKeyId=key.access_key)
 
     def stop(self) -> None:
         self.process.terminate()
