@@ -48,6 +48,11 @@ async def secret_backend_ctx(app: web.Application) -> AsyncIterator[None]:
         await backend.close()
 
 
+async def s3_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[S3].close()
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.max_body_bytes,
@@ -60,7 +65,7 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
-    app[S3] = S3Client()
+    app[S3] = S3Client(settings.outbound_allow)
     setup_lifecycle(app)
     app[READINESS_REPORTED] = {}
     app.cleanup_ctx.extend(
@@ -72,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
             idempotency.fingerprint_key_ctx,
             sweeper_ctx,
             metrics_ctx,
+            s3_ctx,
         ]
     )
     for view in (

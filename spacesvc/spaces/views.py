@@ -38,7 +38,7 @@ from spacesvc.spaces.schemas import (
 from spacesvc.spaces.validation import parse_patch, parse_put
 from spacesvc.typedefs import LIVE, SECRET_BACKEND
 
-ETAG_VALUE = re.compile(r'^(?:W/)?"(\d{1,9})"$')
+ETAG_VALUE = re.compile(r'^(?:W/)?"([0-9]{1,9})"$')
 IF_MATCH_PARAM = {
     "in": "header",
     "name": "If-Match",
