@@ -30,6 +30,7 @@ from spacesvc.settings import Settings
 from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
 from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView
 from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
+from spacesvc.spaces.environment_test import EnvironmentTestView
 from spacesvc.spaces.views import SpacesSettingsView
 from spacesvc.sweeper import sweeper_ctx
 from spacesvc.typedefs import READINESS_REPORTED, S3, SECRET_BACKEND, SETTINGS
@@ -89,6 +90,7 @@ def create_app(settings: Settings) -> web.Application:
         EnvironmentsView,
         EnvironmentView,
         EnvironmentBucketsView,
+        EnvironmentTestView,
         CredentialsView,
         AuditView,
     ):

@@ -27,7 +27,7 @@ from spacesvc.environments.model import Environment
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound
 from spacesvc.http.authentication import request_actor
-from spacesvc.http.authorization import ANY_ROLE, READ, forbidden_scope, requires
+from spacesvc.http.authorization import ANY_ROLE, READ, authorize_for_environment, forbidden_scope
 from spacesvc.http.conditional import IF_NONE_MATCH_PARAM, etag_for, not_modified, not_modified_response
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
@@ -152,12 +152,15 @@ class EnvironmentBucketsView(web.View):
         tags=["environments"],
         summary="The buckets, when Spaces is enabled for this environment",
         operationId="listEnvironmentBuckets",
+        description="Any role with settings:read, or a token bound to this environment with spaces:credentials "
+        "(403 for another environment).",
         security=SECURITY,
         parameters=[ENVIRONMENT_ID_PARAM],
         responses={200: ok(BucketListSchema, "The buckets"), **errors(400, 401, 403, 404, 429, 503)},
     )
-    @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
+        environment_id = self.request.match_info["id"]
+        authorize_for_environment(self.request[PRINCIPAL], environment_id, ANY_ROLE, READ)
         async with postgres.acquire(self.request.app) as conn:
-            await enabled_config(conn, self.request.match_info["id"])
+            await enabled_config(conn, environment_id)
         return json_response(await bucket_list(self.request))

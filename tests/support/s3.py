@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import boto3
 import requests
@@ -129,7 +130,8 @@ class StandIn:
 def list_buckets_xml(names: list[str]) -> bytes:
     """A ListBuckets answer naming ``names``."""
     buckets = "".join(
-        f"<Bucket><Name>{name}</Name><CreationDate>2026-01-01T00:00:00Z</CreationDate></Bucket>" for name in names
+        f"<Bucket><Name>{escape(name)}</Name><CreationDate>2026-01-01T00:00:00Z</CreationDate></Bucket>"
+        for name in names
     )
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
