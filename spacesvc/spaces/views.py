@@ -17,7 +17,7 @@ from backends import SecretBackend
 from spacesvc import postgres
 from spacesvc.audit.model import Action
 from spacesvc.http import conditional
-from spacesvc.http.authentication import request_actor
+from spacesvc.http.authentication import authenticate_again, request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.conditional import names_version, not_modified, not_modified_response, preferred_wait
 from spacesvc.http.errors import readonly_field, validation_error
@@ -181,6 +181,7 @@ class SpacesSettingsView(web.View):
             if left <= 0 or app[LIVE].stopping:
                 break  # the wait is over, or the process is shutting down: answer with what is current
             await app[LIVE].config_change(left)
+            await authenticate_again(self.request)  # a token revoked meanwhile ends the watch: 401
             current = await app[LIVE].config(app)
         return current
 
