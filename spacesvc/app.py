@@ -15,7 +15,7 @@ from backends import create_backend
 from spacesvc import __version__, postgres
 from spacesvc.audit.views import AuditView
 from spacesvc.environments.views import EnvironmentsView, EnvironmentView
-from spacesvc.health import healthz, readyz
+from spacesvc.health import READINESS, healthz, readyz
 from spacesvc.http import idempotency
 from spacesvc.http.authentication import authentication_middleware
 from spacesvc.http.envelope import error_middleware
@@ -24,7 +24,8 @@ from spacesvc.http.ratelimit import rate_limit_middleware, rate_limits_ctx
 from spacesvc.http.request_context import request_context_middleware
 from spacesvc.lifecycle import setup_lifecycle
 from spacesvc.live import live_ctx
-from spacesvc.metrics import metrics_ctx, metrics_view
+from spacesvc.metrics import RENDERED, metrics_ctx, metrics_view
+from spacesvc.recent import Recent
 from spacesvc.s3 import S3Client
 from spacesvc.settings import Settings
 from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
@@ -69,6 +70,8 @@ def create_app(settings: Settings) -> web.Application:
     app[S3] = S3Client(settings.outbound_allow)
     setup_lifecycle(app)
     app[READINESS_REPORTED] = {}
+    app[READINESS] = Recent()
+    app[RENDERED] = Recent()
     app.cleanup_ctx.extend(
         [
             rate_limits_ctx,

@@ -14,16 +14,8 @@ from aiohttp.test_utils import TestClient
 from spacesvc import live
 from spacesvc.metrics import CACHE_READS
 from spacesvc.settings import RateBudget, Settings
-from spacesvc.typedefs import LIVE
 from tests.support.api import BODY, SPACES, MakeClient, assert_envelope, auth
-from tests.support.timing import seconds_until
-
-
-async def listening(client: TestClient) -> None:
-    async def up() -> bool:
-        return client.app is not None and client.app[LIVE].listening
-
-    await seconds_until(up)
+from tests.support.timing import seconds_until, until_listening
 
 
 def database_reads() -> float:
@@ -45,7 +37,7 @@ async def refused(client: TestClient, headers: dict) -> bool:
 async def test_a_token_changed_in_psql_is_refused_within_a_second(
     client: TestClient, viewer: dict, conn: asyncpg.Connection, statement: str
 ) -> None:
-    await listening(client)
+    await until_listening(client)
     assert (await client.get(SPACES, headers=viewer)).status == 200  # known in memory now
     await conn.execute(statement)
     took = await seconds_until(lambda: refused(client, viewer), limit=1.0)
@@ -57,7 +49,7 @@ async def test_a_revocation_whose_notification_is_lost_shows_on_the_next_recheck
 ) -> None:
     """In production the tokens are read again every 30 s (at most a minute's delay); shortened here."""
     monkeypatch.setattr(live, "TOKENS_RECHECK_SECONDS", 1.0)
-    await listening(client)
+    await until_listening(client)
     assert (await client.get(SPACES, headers=viewer)).status == 200
     async with conn.transaction():
         await conn.execute("ALTER TABLE api_tokens DISABLE TRIGGER api_tokens_changed")  # no notification
@@ -69,7 +61,7 @@ async def test_a_revocation_whose_notification_is_lost_shows_on_the_next_recheck
 async def test_a_held_watch_ends_with_401_when_its_token_is_revoked(
     client: TestClient, admin: dict, viewer: dict, conn: asyncpg.Connection
 ) -> None:
-    await listening(client)
+    await until_listening(client)
     created = await client.put(SPACES, json=BODY, headers=admin)
     watch = asyncio.create_task(
         client.get(SPACES, headers={**viewer, "If-None-Match": created.headers["ETag"], "Prefer": "wait=30"})
@@ -85,7 +77,7 @@ async def test_an_address_past_its_failure_budget_is_answered_before_any_lookup(
     make_client: MakeClient, settings: Settings, admin: dict
 ) -> None:
     client = await make_client(settings.with_changes(auth_failure_limit=RateBudget(3, 60)))
-    await listening(client)
+    await until_listening(client)
     assert (await client.get(SPACES, headers=admin)).status == 200
     guesses = [auth(f"sps_{n:043d}") for n in range(3)]
     for guess in guesses:
@@ -99,8 +91,9 @@ async def test_an_address_past_its_failure_budget_is_answered_before_any_lookup(
 
 
 async def test_an_unknown_token_is_remembered_as_unknown(client: TestClient, admin: dict) -> None:
-    await listening(client)
-    assert (await client.get(SPACES, headers=admin)).status == 200
+    await until_listening(client)
+    await asyncio.sleep(0.3)  # the notification of the admin token's creation has arrived
+    assert (await client.get(SPACES, headers=admin)).status == 200  # every token read into memory
     guess = auth("sps_" + "u" * 43)
     before = database_reads()
     for _ in range(5):
