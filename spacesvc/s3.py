@@ -346,11 +346,14 @@ class S3Client:
                 failures[bucket] = error.reason
 
         tasks = {asyncio.create_task(check(bucket)): bucket for bucket in buckets}
-        _, unfinished = await asyncio.wait(tasks, timeout=DEADLINE)
+        finished, unfinished = await asyncio.wait(tasks, timeout=DEADLINE)
         for task in unfinished:
             task.cancel()
             failures[tasks[task]] = f"not checked within the test's {DEADLINE:g}s"
         await asyncio.gather(*unfinished, return_exceptions=True)
+        refused = [task.exception() for task in finished if task.exception() is not None]
+        if refused:  # the endpoint resolved to an address the service never reaches: InvalidInput
+            raise refused[0]  # type: ignore[misc]
         return failures
 
 

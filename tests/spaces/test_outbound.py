@@ -103,13 +103,17 @@ class MetadataDns(AbstractResolver):
 async def test_a_name_that_resolves_to_a_link_local_address_is_refused_after_resolution() -> None:
     dns = MetadataDns()
     s3 = S3Client(resolver=dns)
+    target = Target("http://metadata.example.internal", "us-east-1", "AKID", SECRET)
     try:
         with pytest.raises(InvalidInput) as refused:
-            await s3.list_buckets(Target("http://metadata.example.internal", "us-east-1", "AKID", SECRET))
+            await s3.list_buckets(target)
+        with pytest.raises(InvalidInput) as refused_too:
+            await s3.head_buckets(target, ["some-bucket", "other-bucket"])
     finally:
         await s3.close()
-    assert dns.asked == ["metadata.example.internal"]
-    assert refused.value.field == "endpoint" and "link-local" in refused.value.message
+    assert dns.asked[0] == "metadata.example.internal"
+    for error in (refused.value, refused_too.value):
+        assert error.field == "endpoint" and "link-local" in error.message
 
 
 async def test_spacesvc_outbound_allow_narrows_where_the_service_connects(
