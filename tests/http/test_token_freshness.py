@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from spacesvc import live
 from spacesvc.metrics import CACHE_READS
 from spacesvc.settings import RateBudget, Settings
-from tests.support.api import BODY, SPACES, MakeClient, assert_envelope, auth
+from tests.support.api import BODY, ENVIRONMENTS, SPACES, MakeClient, assert_envelope, auth
 from tests.support.timing import seconds_until, until_listening
 
 
@@ -99,3 +99,21 @@ async def test_an_unknown_token_is_remembered_as_unknown(client: TestClient, adm
     for _ in range(5):
         await assert_envelope(await client.get(SPACES, headers=guess), 401, "UNAUTHORIZED")
     assert database_reads() - before == 1
+
+
+async def test_token_lookups_take_at_most_half_of_the_pool(
+    make_client: MakeClient, settings: Settings, admin: dict, conn: asyncpg.Connection
+) -> None:
+    """Guessed tokens whose lookups hang (here: api_tokens locked) leave the other half of the pool
+    to everyone else."""
+    client = await make_client(settings.with_changes(db_pool_max_size=4))
+    await until_listening(client)
+    await asyncio.sleep(0.3)  # the notification of the admin token's creation has arrived
+    assert (await client.get(ENVIRONMENTS, headers=admin)).status == 200  # every token read into memory
+    async with conn.transaction():
+        await conn.execute("LOCK TABLE api_tokens IN ACCESS EXCLUSIVE MODE")
+        guesses = [asyncio.create_task(client.get(SPACES, headers=auth(f"sps_{n:043d}"))) for n in range(8)]
+        await asyncio.sleep(0.3)
+        resp = await asyncio.wait_for(client.get(ENVIRONMENTS, headers=admin), 5.0)
+        assert resp.status == 200
+    assert {(await guess).status for guess in guesses} <= {401, 503}
