@@ -6,12 +6,14 @@ when it stops.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
 from spacesvc import __version__, postgres
 from spacesvc.audit.views import AuditLogsView, AuditView
 from spacesvc.environments.views import EnvironmentsView, EnvironmentView
-from spacesvc.health import READINESS_REPORTED, healthz, readyz
+from spacesvc.health import READINESS, READINESS_REPORTED, healthz, readyz
 from spacesvc.http import idempotency
 from spacesvc.http.authentication import authentication_middleware
 from spacesvc.http.envelope import error_middleware
@@ -20,15 +22,22 @@ from spacesvc.http.ratelimit import rate_limit_middleware, rate_limits_ctx
 from spacesvc.http.request_context import request_context_middleware
 from spacesvc.lifecycle import setup_lifecycle
 from spacesvc.live import live_ctx
-from spacesvc.metrics import metrics_ctx, metrics_view
+from spacesvc.metrics import RENDERED, metrics_ctx, metrics_view
+from spacesvc.recent import Recent
 from spacesvc.s3 import S3, S3Client
 from spacesvc.secret_backend import secret_backend_ctx
 from spacesvc.settings import SETTINGS, Settings
 from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
 from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView, OwnCredentialsView
 from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
+from spacesvc.spaces.environment_test import EnvironmentTestView
 from spacesvc.spaces.views import SpacesSettingsView
 from spacesvc.sweeper import sweeper_ctx
+
+
+async def s3_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[S3].close()
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -43,9 +52,11 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
-    app[S3] = S3Client()
+    app[S3] = S3Client(settings.outbound_allow)
     setup_lifecycle(app)
     app[READINESS_REPORTED] = {}
+    app[READINESS] = Recent()
+    app[RENDERED] = Recent()
     app.cleanup_ctx.extend(
         [
             rate_limits_ctx,
@@ -55,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
             idempotency.fingerprint_key_ctx,
             sweeper_ctx,
             metrics_ctx,
+            s3_ctx,
         ]
     )
     for view in (
@@ -66,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
         EnvironmentsView,
         EnvironmentView,
         EnvironmentBucketsView,
+        EnvironmentTestView,
         CredentialsView,
         OwnCredentialsView,
         AuditView,

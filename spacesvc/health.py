@@ -1,4 +1,10 @@
-"""``/healthz`` (the process serves) and ``/readyz`` (its dependencies answer)."""
+"""``/healthz`` (the process serves) and ``/readyz`` (its dependencies answer).
+
+``/readyz`` is computed at most once a second (sooner when the configuration or the tokens
+changed), however often it is asked. Without an admin token it names each failing check in words
+an operator acts on, leaving out what a secret backend's detail may hold (key ids, mount paths,
+policy text); an admin token gets the detail, which the log has too.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +18,18 @@ from marshmallow import Schema, fields
 
 from backends import BackendUnavailable, Health
 from spacesvc import postgres
-from spacesvc.errors import Unavailable
+from spacesvc.errors import DomainError, Unavailable
 from spacesvc.http.errors import RETRY_AFTER_SECONDS, ApiError, ErrorCode
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import errors, ok
+from spacesvc.http.ratelimit import RATE_LIMITS
 from spacesvc.lifecycle import LIFECYCLE
+from spacesvc.live import LIVE, LookupRefused
 from spacesvc.migrate import migration_state
+from spacesvc.recent import Recent
 from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces import queries
+from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken
 
 # The whole answer within READINESS_TIMEOUT; each check, run side by side, within CHECK_BUDGET,
 # so that a hung dependency is reported as itself (a secret backend bounds its own calls below it).
@@ -30,6 +40,9 @@ log = logging.getLogger("spacesvc.readiness")
 
 # The failing detail last logged per check (None: passing), to log changes only.
 READINESS_REPORTED: web.AppKey[dict[str, str | None]] = web.AppKey("readiness_reported")
+Checks = dict[str, dict[str, Any]]
+# The last checks, reused for a second (see the module's docstring).
+READINESS: web.AppKey[Recent[Checks]] = web.AppKey("readiness", Recent)
 
 
 class HealthSchema(Schema):
@@ -105,6 +118,53 @@ async def _secret_backend_check(app: web.Application) -> dict[str, Any]:
     return _check(health.ok, f"{backend.name}: {health.detail}")
 
 
+async def _bounded_checks(app: web.Application) -> Checks:
+    try:
+        async with asyncio.timeout(READINESS_TIMEOUT):
+            return await _run_checks(app)
+    except TimeoutError:  # each check keeps its own budget; this is the last resort
+        return {"readiness": _check(False, f"the checks did not finish within {READINESS_TIMEOUT:g}s")}
+
+
+def _for_anyone(checks: Checks, backend: str) -> Checks:
+    """The checks without the secret backend's own words (key ids, mount paths, policy text)."""
+    check = checks.get("secret_backend")
+    if check is None:
+        return checks
+    if check["ok"]:
+        detail = f"{backend}: healthy"
+    else:
+        detail = (
+            f"{backend}: the secret backend is not usable; the service's log says why "
+            "(so does /readyz with an admin token)"
+        )
+    return {**checks, "secret_backend": _check(check["ok"], detail)}
+
+
+async def _from_an_admin(request: web.Request) -> bool:
+    """Whether the request carries a valid admin token. A wrong token spends the address's
+    failed-authentication budget, as on the API: the detail is no guessing oracle."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    app = request.app
+    failures = app[RATE_LIMITS].auth_failures
+    address = f"address:{request.remote or 'unknown'}"
+    spent = await failures.spent(address) if failures is not None else None
+    try:
+        if not TOKEN_PATTERN.match(token.strip()):
+            raise InvalidToken()
+        async with asyncio.timeout(CHECK_BUDGET):
+            principal = await app[LIVE].principal(app, token.strip(), lookup_allowed=spent is None)
+    except InvalidToken:
+        if failures is not None:
+            await failures.take(address)
+        return False
+    except (LookupRefused, DomainError, TimeoutError):
+        return False
+    return principal.role == "admin"
+
+
 def _log_changes(app: web.Application, checks: dict[str, dict[str, Any]]) -> None:
     """One line when a check starts failing or changes its reason, one when it passes again:
     probes every few seconds must not repeat the same line."""
@@ -124,6 +184,8 @@ def _log_changes(app: web.Application, checks: dict[str, dict[str, Any]]) -> Non
     tags=["health"],
     summary="Readiness: PostgreSQL answers, migrations are applied, the secret backend is healthy",
     operationId="readyz",
+    description="Computed at most once a second. Without an admin token (Authorization: Bearer) a failing "
+    "secret backend is named without its detail; an admin token gets the detail.",
     responses={200: ok(ReadinessSchema, "Ready"), **errors(503)},
 )
 async def readyz(request: web.Request) -> web.Response:
@@ -135,11 +197,10 @@ async def readyz(request: web.Request) -> web.Response:
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             extra={"checks": {"shutdown": _check(False, "draining: finishing its requests before it stops")}},
         )
-    try:
-        async with asyncio.timeout(READINESS_TIMEOUT):
-            checks = await _run_checks(request.app)
-    except TimeoutError:  # each check keeps its own budget; this is the last resort
-        checks = {"readiness": _check(False, f"the checks did not finish within {READINESS_TIMEOUT:g}s")}
+    app = request.app
+    checks = await app[READINESS].get(lambda: _bounded_checks(app), key=app[LIVE].generation)
+    if not await _from_an_admin(request):
+        checks = _for_anyone(checks, app[SECRET_BACKEND].name)
     failing = sorted(name for name, check in checks.items() if not check["ok"])
     if not failing:
         return json_response({"status": "ready", "checks": checks})

@@ -10,7 +10,13 @@ everywhere as soon as its commit is delivered.
 Memory serves a read only while that connection is up and the value was loaded after it
 subscribed; otherwise every read goes to PostgreSQL. A value read from PostgreSQL is kept only
 if no notification (nor a loss of the connection) came while it was being read: ``_generation``
-counts both. A token's expiry is checked at each use, so it needs no notification.
+counts both.
+
+Tokens: every token that may authenticate is kept by hash, read again on every notification about
+tokens (a trigger sends one for any change of ``api_tokens``, an UPDATE typed in psql included)
+and at least every TOKENS_RECHECK_SECONDS, so a revocation whose notification was lost still shows
+within a minute. A token's expiry is checked at each use. A token PostgreSQL does not know is
+remembered as unknown for UNKNOWN_TOKEN_SECONDS, and lookups take at most half of the pool.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -34,7 +41,7 @@ from spacesvc.settings import SETTINGS
 from spacesvc.spaces import queries as spaces
 from spacesvc.spaces.model import SpacesConfig
 from spacesvc.tokens import queries as tokens
-from spacesvc.tokens.model import Principal
+from spacesvc.tokens.model import InvalidToken, Principal, hash_token
 
 log = logging.getLogger("spacesvc.live")
 T = TypeVar("T")
@@ -47,9 +54,12 @@ PING_TIMEOUT = 2.0
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 # A held watch reads again at least this often while no notification can wake it.
 WATCH_POLL_SECONDS = 1.0
-# Distinct tokens remembered at most; past that the cache starts again (a brute force of
-# unknown tokens is never cached at all).
-MAX_TOKENS = 10_000
+# The tokens in memory are read again at least this often, notified or not.
+TOKENS_RECHECK_SECONDS = 30.0
+# A token PostgreSQL did not know is answered as unknown from memory for this long (a
+# notification about tokens forgets them all); at most MAX_UNKNOWN are remembered.
+UNKNOWN_TOKEN_SECONDS = 10.0
+MAX_UNKNOWN = 10_000
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,10 @@ class _Verified:
 _MISSING = object()
 
 
+class LookupRefused(Exception):
+    """The token is not known in memory, and the caller did not allow a database lookup."""
+
+
 class LiveState:
     """The configuration and verified tokens, in memory while they are known to be fresh."""
 
@@ -71,7 +85,14 @@ class LiveState:
         self.listening = False
         self._generation = 0
         self._config: SpacesConfig | object | None = _MISSING
-        self._tokens: dict[str, _Verified] = {}
+        # every token that may authenticate, by hash (None: not loaded since the last change)
+        self._tokens: dict[bytes, _Verified] | None = None
+        self._tokens_loaded_at = 0.0
+        self._tokens_loading: asyncio.Future[dict[bytes, _Verified]] | None = None
+        self._token_generation = 0
+        self._unknown: dict[bytes, float] = {}
+        # token lookups (and loads) in flight at once: half the pool (live_ctx)
+        self.token_lookups = asyncio.Semaphore(1)
         # set (and replaced) whenever the configuration may have changed: held watches wake on it
         self._config_changed = asyncio.Event()
         # this process's writes of the configuration take turns: each starts from what the one
@@ -114,21 +135,58 @@ class LiveState:
         if self.listening and generation + 1 == self._generation:
             self._config = config
 
-    async def principal(self, app: web.Application, token: str) -> Principal:
-        """The token's principal; raises tokens.InvalidToken for an unknown, revoked or expired one."""
-        cached = self._tokens.get(token)
-        if self.listening and cached is not None and cached.valid():
+    async def principal(self, app: web.Application, token: str, *, lookup_allowed: bool = True) -> Principal:
+        """The token's principal; raises tokens.InvalidToken for an unknown, revoked or expired one,
+        and LookupRefused when only PostgreSQL could tell and ``lookup_allowed`` is false."""
+        digest = hash_token(token)
+        table = await self._token_table(app)
+        known = table.get(digest) if table is not None else None
+        if known is not None:
             FROM_MEMORY.inc()
-            return cached.principal
+            if known.valid():
+                return known.principal
+            raise InvalidToken()
+        # not in memory: unknown, or made since the tokens were read (its notification on its way)
+        until = self._unknown.get(digest)
+        if until is not None and time.monotonic() < until:
+            FROM_MEMORY.inc()
+            raise InvalidToken()
+        if not lookup_allowed:
+            raise LookupRefused()
         FROM_DATABASE.inc()
-        generation = self._generation
-        async with postgres.acquire(app) as conn:
-            principal, expires_at = await tokens.authenticate(conn, token)
-        if self.listening and generation == self._generation:
-            if len(self._tokens) >= MAX_TOKENS:
-                self._tokens.clear()
-            self._tokens[token] = _Verified(principal, expires_at)
+        generation = self._token_generation
+        try:
+            async with self.token_lookups, postgres.acquire(app) as conn:
+                principal, _ = await tokens.authenticate(conn, token)
+        except InvalidToken:
+            if self.listening and generation == self._token_generation:
+                if len(self._unknown) >= MAX_UNKNOWN:
+                    self._unknown.clear()
+                self._unknown[digest] = time.monotonic() + UNKNOWN_TOKEN_SECONDS
+            raise
         return principal
+
+    async def _token_table(self, app: web.Application) -> dict[bytes, _Verified] | None:
+        """Every token that may authenticate, by hash, while listening (None: not listening);
+        read again when a notification dropped it or TOKENS_RECHECK_SECONDS passed. One read at
+        a time: concurrent callers share it."""
+        if not self.listening:
+            return None
+        if self._tokens is not None and time.monotonic() - self._tokens_loaded_at < TOKENS_RECHECK_SECONDS:
+            return self._tokens
+        if self._tokens_loading is None or self._tokens_loading.done():
+            self._tokens_loading = asyncio.ensure_future(self._load_tokens(app))
+        return await asyncio.shield(self._tokens_loading)
+
+    async def _load_tokens(self, app: web.Application) -> dict[bytes, _Verified]:
+        FROM_DATABASE.inc()
+        generation = self._token_generation
+        async with self.token_lookups, postgres.acquire(app) as conn:
+            rows = await tokens.live_tokens(conn)
+        loaded = {digest: _Verified(principal, expires_at) for digest, (principal, expires_at) in rows.items()}
+        if self.listening and generation == self._token_generation:
+            self._tokens, self._tokens_loaded_at = loaded, time.monotonic()
+        return loaded
 
     # -- what makes it stale -----------------------------------------------------------------------
 
@@ -139,12 +197,18 @@ class LiveState:
             self._config = _MISSING
             self._wake_watches()
         if TOKENS in what:
-            self._tokens.clear()
+            self._forget_tokens()
+            self._wake_watches()  # a held watch checks its token again
+
+    def _forget_tokens(self) -> None:
+        self._token_generation += 1
+        self._tokens = None
+        self._unknown.clear()
 
     def _forget_everything(self) -> None:
         self._generation += 1
         self._config = _MISSING
-        self._tokens.clear()
+        self._forget_tokens()
         self._wake_watches()
 
     def stop_watches(self) -> None:
@@ -165,11 +229,15 @@ class LiveState:
             async with asyncio.timeout(timeout):
                 await self._config_changed.wait()
 
-    async def watch(self, app: web.Application, config: SpacesConfig, wait: int) -> SpacesConfig | None:
+    async def watch(
+        self, app: web.Application, config: SpacesConfig, wait: int, recheck: Callable[[], Awaitable[None]]
+    ) -> SpacesConfig | None:
         """A held read (``Prefer: wait``): until the configuration's version moves on from
         ``config``'s, ``wait`` seconds pass or the process shuts down; returns what is current then
         (None: it was deleted). Everything a read of the configuration or of the credentials
-        depends on (the fields, the secret, the enablement, an environment's deletion) moves it on."""
+        depends on (the fields, the secret, the enablement, an environment's deletion) moves it on.
+        ``recheck`` runs after every wake-up (a change of tokens wakes watches too): the caller's
+        token checked again, whose error ends the watch."""
         WATCHES.inc()
         try:
             loop = asyncio.get_running_loop()
@@ -180,6 +248,7 @@ class LiveState:
                 if left <= 0 or self.stopping:
                     break
                 await self.config_change(left)
+                await recheck()
                 current = await self.config(app)
         finally:
             WATCHES.dec()
@@ -278,6 +347,7 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     state = LiveState()
     app[LIVE] = state
     settings = app[SETTINGS]
+    state.token_lookups = asyncio.Semaphore(max(1, settings.db_pool_max_size // 2))
     assert settings.database_url is not None
     task = asyncio.create_task(state.listen(settings.database_url, settings.db_connect_timeout), name="live-listener")
     try:

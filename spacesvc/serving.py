@@ -43,7 +43,7 @@ from spacesvc.errors import ConfigError
 from spacesvc.http.server import Runner, event_loop_factory
 from spacesvc.lifecycle import LIFECYCLE
 from spacesvc.logs import configure_logging
-from spacesvc.settings import Settings
+from spacesvc.settings import Settings, ascii_number
 
 log = logging.getLogger("spacesvc")
 
@@ -74,7 +74,7 @@ def workers_for(value: str) -> int:
     """``--workers``: a positive number, or ``auto`` (one per CPU this process may use)."""
     if value == "auto":
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if not value.isdigit() or int(value) < 1:
+    if not ascii_number(value) or int(value) < 1:
         raise ConfigError(f"--workers {value!r} must be a positive number or auto")
     return int(value)
 

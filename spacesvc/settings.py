@@ -6,6 +6,7 @@ A bad variable raises ``ConfigError`` whose text is the one line printed at star
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -41,7 +42,7 @@ class RateBudget:
         if text.strip().lower() == "off":
             return None
         requests, sep, seconds = text.strip().partition("/")
-        if not sep or not requests.isdigit() or not seconds.isdigit() or int(requests) < 1 or int(seconds) < 1:
+        if not sep or not ascii_number(requests) or not ascii_number(seconds) or int(requests) < 1 or int(seconds) < 1:
             raise ConfigError(f"{variable}={text!r} must be N/S (N requests per S seconds, e.g. 600/60) or off")
         return cls(int(requests), int(seconds))
 
@@ -78,6 +79,9 @@ class Settings:
     metrics: bool = True
     # How long a credential_process answer says its key may be used (SPACESVC_CREDENTIAL_TTL).
     credential_ttl_seconds: float = 3600.0
+    # Endpoints the service may connect to besides the ones it always refuses (host names and
+    # CIDRs; empty: any other address), SPACESVC_OUTBOUND_ALLOW.
+    outbound_allow: tuple[str, ...] = ()
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
     # Where that embedded PostgreSQL keeps its cluster (said in serve's first line).
@@ -129,11 +133,32 @@ class Settings:
             shutdown_timeout=parse_seconds(env, "SPACESVC_SHUTDOWN_TIMEOUT", default=cls.shutdown_timeout),
             metrics=metrics == "on",
             credential_ttl_seconds=credential_ttl,
+            outbound_allow=parse_outbound_allow(_get(env, "SPACESVC_OUTBOUND_ALLOW")),
         )
 
 
+HOST_NAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 DURATION_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def ascii_number(text: str) -> bool:
+    """A whole number in ASCII digits (str.isdigit also takes "²" and other digits int() refuses)."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_outbound_allow(text: str | None) -> tuple[str, ...]:
+    """SPACESVC_OUTBOUND_ALLOW: comma-separated host names and CIDRs (e.g. minio.internal,10.0.0.0/8)."""
+    entries = tuple(entry.strip() for entry in (text or "").split(",") if entry.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not HOST_NAME.match(entry):
+                raise ConfigError(
+                    f"SPACESVC_OUTBOUND_ALLOW: {entry!r} is neither a host name nor a CIDR (e.g. 10.0.0.0/8)"
+                ) from None
+    return entries
 
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
@@ -150,7 +175,7 @@ def check_redis_url(url: str) -> None:
     if parts.scheme not in ("redis", "rediss") or not parts.hostname:
         raise ConfigError(problem)
     database = parts.path.strip("/")
-    if database and not database.isdigit():
+    if database and not ascii_number(database):
         raise ConfigError(f"{problem}; the path must be a database number")
 
 

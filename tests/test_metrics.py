@@ -3,6 +3,7 @@ template and never by a raw path, a token or a secret; the figures move with wha
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from aiohttp.test_utils import TestClient
@@ -24,6 +25,8 @@ from tests.support.secrecy import SECRET, assert_hidden
 
 
 async def scrape(client: TestClient) -> str:
+    """The figures as of now: /metrics is rendered at most once a second."""
+    await asyncio.sleep(1.05)
     resp = await client.get("/metrics")
     assert resp.status == 200 and resp.content_type == "text/plain"
     return await resp.text()

@@ -19,7 +19,7 @@ from spacesvc.audit.model import Actor
 from spacesvc.migrate import migrate
 from spacesvc.settings import Settings
 from spacesvc.tokens.queries import create_token
-from tests.support.api import BODY, SPACES, MakeClient, assert_envelope, auth
+from tests.support.api import BODY, SPACES, MakeClient, assert_envelope, auth, readiness
 from tests.support.postgres import LocalPostgres
 from tests.support.secrecy import TEST_KEY
 
@@ -99,7 +99,7 @@ async def test_database_down_is_503_and_the_service_recovers(
     cluster.start()
     state = await assert_recovers(client, headers)
     assert state["config"]["accessKey"] == BODY["accessKey"]
-    assert (await client.get("/readyz")).status == 200
+    await readiness(client, 200)
 
 
 async def test_database_hung_is_503_within_the_bound_then_recovers(

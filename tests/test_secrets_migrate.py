@@ -13,7 +13,7 @@ from backends import SecretLocation
 from backends.db import DbSecretBackend, DbSettings
 from backends.vault import VaultSettings
 from spacesvc.settings import Settings
-from tests.support.api import BODY, SPACES, MakeClient, assert_envelope
+from tests.support.api import BODY, SPACES, MakeClient, assert_envelope, readiness
 from tests.support.cli import run, service_env
 from tests.support.openbao import OpenBao
 from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden
@@ -124,7 +124,7 @@ async def test_after_moving_to_db_a_replica_still_on_vault_says_to_switch_and_ca
     assert moved.returncode == 0, moved.stderr
 
     # /readyz names the direction the operator took: switch this replica to db
-    body = await assert_envelope(await on_vault.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
+    body = await readiness(on_vault, 503, admin)  # the detail is an admin's
     detail = body["checks"]["secret_backend"]["detail"]
     assert "is in the db backend" in detail and "set SPACESVC_SECRET_BACKEND=db here and restart" in detail
 

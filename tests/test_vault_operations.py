@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from backends.vault import VaultSecretBackend, VaultSettings, policy_for
 from spacesvc.settings import Settings
-from tests.support.api import BODY, SPACES, MakeClient, assert_envelope
+from tests.support.api import BODY, SPACES, MakeClient, assert_envelope, readiness
 from tests.support.faults import HungServer
 from tests.support.kubernetes import TokenReviewer
 from tests.support.logs import ServerLog
@@ -45,8 +45,9 @@ def logged(server_log: ServerLog, level: str, logger: str = "spacesvc.vault") ->
     return [line["msg"] for line in lines if line["level"] == level and line["logger"] == logger]
 
 
-async def readiness_detail(client: TestClient) -> str:
-    body = await assert_envelope(await client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
+async def readiness_detail(client: TestClient, admin: dict) -> str:
+    body = await readiness(client, 503, admin)  # the detail is an admin's
+    assert body["code"] == "SERVICE_UNAVAILABLE"
     return str(body["checks"]["secret_backend"]["detail"])
 
 
@@ -77,7 +78,7 @@ async def test_a_stale_secret_id_never_locks_the_role_and_a_new_one_in_the_file_
     )
     client = await make_client(settings.with_changes(secrets=config))
 
-    detail = await readiness_detail(client)
+    detail = await readiness_detail(client, admin)
     assert "Vault refused the AppRole login (invalid role-id or secret-id)" in detail
     assert "SPACESVC_VAULT_SECRET_ID_FILE" in detail and "lockout" in detail and "sys/locked-users" in detail
     resp = await client.put(SPACES, json=BODY, headers=admin)
@@ -101,7 +102,7 @@ async def test_a_stale_secret_id_never_locks_the_role_and_a_new_one_in_the_file_
 
     # a new secret-id, delivered as Vault Agent or a Kubernetes Secret would: used at once
     secret_id_file.write_text(secret_id + "\n")
-    assert (await client.get("/readyz")).status == 200
+    await readiness(client, 200)
     assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
     assert_hidden(server_log.text, role_id, secret_id, where="the server log")
 
@@ -170,10 +171,10 @@ async def test_a_revoked_static_token_is_said_to_be_revoked_not_a_policy_problem
     token = openbao.create_token([name], ttl="1h")
     config = VaultSettings(addr=openbao.addr, token=token, path="spacesvc/spaces-" + name, timeout=2.0)
     client = await make_client(settings.with_changes(secrets=config))
-    assert (await client.get("/readyz")).status == 200
+    await readiness(client, 200)
 
     openbao.admin().auth.token.revoke(token)
-    detail = await readiness_detail(client)
+    detail = await readiness_detail(client, admin)
     assert "VAULT_TOKEN has expired or was revoked" in detail and "policy" not in detail
     resp = await client.put(SPACES, json=BODY, headers=admin)
     body = await assert_envelope(resp, 503, "SERVICE_UNAVAILABLE")
@@ -193,7 +194,7 @@ async def test_an_expired_token_is_logged_once_not_on_every_request(
         await client.get("/readyz")
         await client.patch(SPACES, json={"secretKey": SECRET + "-x"}, headers=admin)
         await asyncio.sleep(0.2)
-    assert "VAULT_TOKEN has expired or was revoked" in await readiness_detail(client)
+    assert "VAULT_TOKEN has expired or was revoked" in await readiness_detail(client, admin)
     errors = logged(server_log, "error")
     assert len(errors) == 1 and "VAULT_TOKEN has expired" in errors[0]
     assert len(logged(server_log, "warning", "spacesvc.readiness")) == 1
@@ -211,7 +212,7 @@ async def test_denied_writes_neither_log_in_again_nor_leave_tokens_behind(
         addr=openbao.addr, role_id=role_id, secret_id=secret_id, path="spacesvc/spaces-" + name, timeout=2.0
     )
     client = await make_client(settings.with_changes(secrets=config))
-    detail = await readiness_detail(client)
+    detail = await readiness_detail(client, admin)
     assert "permission denied" in detail and "token is valid" in detail
     before = openbao.live_tokens(name)
 
@@ -260,7 +261,7 @@ async def test_a_missing_kv_mount_is_named_with_the_command_that_enables_it(
     token = openbao.create_token([name], ttl="1h")
     client = await make_client(settings.with_changes(secrets=VaultSettings(addr=openbao.addr, token=token, mount=name)))
 
-    detail = await readiness_detail(client)
+    detail = await readiness_detail(client, admin)
     assert f"no secrets engine is mounted at {name}/" in detail
     assert f"bao secrets enable -path={name} kv-v2" in detail
     resp = await client.put(SPACES, json=BODY, headers=admin)
@@ -269,7 +270,7 @@ async def test_a_missing_kv_mount_is_named_with_the_command_that_enables_it(
 
     openbao.admin().sys.enable_secrets_engine("kv", path=name, options={"version": "2"})
     assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
-    assert (await client.get("/readyz")).status == 200
+    await readiness(client, 200)
 
 
 async def test_a_kv_version_1_mount_is_refused_and_gets_no_stray_secret(
@@ -283,7 +284,7 @@ async def test_a_kv_version_1_mount_is_refused_and_gets_no_stray_secret(
     resp = await client.put(SPACES, json=BODY, headers=admin)  # before any readiness check
     body = await assert_envelope(resp, 503, "SERVICE_UNAVAILABLE")
     assert "KV version 1" in body["message"] and f"bao kv enable-versioning {name}/" in body["hint"]
-    assert "KV version 1" in await readiness_detail(client)
+    assert "KV version 1" in await readiness_detail(client, admin)
     assert openbao.admin().list(f"{name}/") is None  # nothing was written there (KV v1 lists nothing)
     assert (await client.get(SPACES, headers=admin)).status == 200
 
@@ -292,14 +293,14 @@ async def test_a_kv_version_1_mount_is_refused_and_gets_no_stray_secret(
 
 
 async def test_a_hung_vault_is_reported_as_the_secret_backend_within_the_readiness_budget(
-    make_client: MakeClient, settings: Settings
+    make_client: MakeClient, settings: Settings, admin: dict
 ) -> None:
     hung = HungServer()
     try:
         # the production HTTP timeout (3 s) is longer than a readiness check's budget
         client = await make_client(settings.with_changes(secrets=VaultSettings(addr=hung.url, token="unused")))
         started = time.monotonic()
-        body = await assert_envelope(await client.get("/readyz"), 503, "SERVICE_UNAVAILABLE")
+        body = await assert_envelope(await client.get("/readyz", headers=admin), 503, "SERVICE_UNAVAILABLE")
         took = time.monotonic() - started
         assert body["checks"]["database"]["ok"] is True and body["checks"]["migrations"]["ok"] is True
         assert body["checks"]["secret_backend"]["ok"] is False
@@ -325,7 +326,7 @@ async def test_an_uninitialized_vault_is_not_initialized_on_readyz_and_on_a_put(
     try:
         config = VaultSettings(addr=bao.addr, token="placeholder-until-init", timeout=2.0)
         client = await make_client(settings.with_changes(secrets=config))
-        assert "Vault is not initialized" in await readiness_detail(client)
+        assert "Vault is not initialized" in await readiness_detail(client, admin)
         body = await assert_envelope(await client.put(SPACES, json=BODY, headers=admin), 503, "SERVICE_UNAVAILABLE")
         assert body["message"] == "Vault is not initialized" and "sealed" not in json.dumps(body)
         assert "operator init" in body["hint"]
@@ -346,7 +347,7 @@ async def test_the_startup_line_names_address_mount_path_and_auth_method_and_no_
         addr=openbao.addr, role_id=role_id, secret_id_file=str(tmp_path / "secret-id"), path="spacesvc/spaces-" + name
     )
     client = await make_client(settings.with_changes(secrets=config))
-    assert (await client.get("/readyz")).status == 200
+    await readiness(client, 200)
     startup = [line for line in logged(server_log, "info") if line.startswith("vault backend:")]
     assert startup == [
         f"vault backend: address {openbao.addr}, KV v2 mount secret, path spacesvc/spaces-{name}, "
@@ -433,13 +434,13 @@ async def test_kubernetes_auth_logs_in_with_the_service_account_token_and_reread
     second = token_reviewer.issue("apps", "spacesvc")
     token_file.write_text(second)
     bao.revoke_tokens(name)
-    assert (await client.get("/readyz")).status == 200
+    await readiness(client, 200)
     assert token_reviewer.reviews == 2 and bao.live_tokens(name) == 1
     assert (await client.patch(SPACES, json={"secretKey": SECRET + "-k8s"}, headers=admin)).status == 200
 
     # a token the cluster does not vouch for is refused, and said so
     token_file.write_text(first[:-8] + "AAAAAAAA")
     bao.revoke_tokens(name)
-    detail = await readiness_detail(client)
+    detail = await readiness_detail(client, admin)
     assert "Vault refused the Kubernetes auth login" in detail and "SPACESVC_VAULT_K8S_ROLE" in detail
     assert_hidden(server_log.text, first, second, where="the server log")

@@ -32,6 +32,8 @@ class Action(StrEnum):
     MOVED = "moved"
     REENCRYPTED = "reencrypted"
     DELIVERED = "delivered"
+    CONNECTION_TESTED = "connection.tested"
+    BUCKETS_DISCOVERED = "buckets.discovered"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from spacesvc.http.authorization import ADMIN, READ, requires
 from spacesvc.http.errors import validation_error
 from spacesvc.http.jsonio import json_response, timestamp
 from spacesvc.http.openapi import SECURITY, errors, ok
+from spacesvc.settings import ascii_number
 
 DEFAULT_AUDIT_PAGE = 100
 DEFAULT_LOGS_PAGE = 50
@@ -116,7 +117,7 @@ def _query_int(request: web.Request, name: str, default: int | None, low: int, h
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not ascii_number(text) or not low <= int(text) <= high:
         raise validation_error(f"{name} must be a whole number from {low} to {high}.", field=name)
     return int(text)
 

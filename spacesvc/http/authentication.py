@@ -12,7 +12,7 @@ from spacesvc.http.errors import ApiError, ErrorCode
 from spacesvc.http.ratelimit import RATE_LIMITS
 from spacesvc.http.request_context import PRINCIPAL, REQUEST_ID
 from spacesvc.http.types import Handler
-from spacesvc.live import LIVE
+from spacesvc.live import LIVE, LookupRefused
 from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken, Principal
 
 # Routes under /api need a bearer token; the docs (and the health probes, outside /api) do not.
@@ -35,7 +35,8 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
     A failed attempt spends the client address's auth-failure budget; once that is spent, further
     failed attempts from the address get 429 instead of 401 (brute-force protection), while a
     valid token from the same address is still served: a shared proxy's address cannot be used
-    to lock everyone behind it out.
+    to lock everyone behind it out. An address whose budget is spent is answered 429 before any
+    database lookup: only a token known in memory is still served from it.
     """
     path = request.path
     if (
@@ -44,12 +45,17 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
         or request.match_info.http_exception is not None
     ):
         return await handler(request)
+    failures = request.app[RATE_LIMITS].auth_failures
+    address = f"address:{request.remote or 'unknown'}"
+    spent = await failures.spent(address) if failures is not None else None
     try:
-        request[PRINCIPAL] = await _authenticate(request)
+        request[PRINCIPAL] = await _authenticate(request, lookup_allowed=spent is None)
+    except LookupRefused:
+        assert failures is not None and spent is not None
+        raise failures.exceeded(spent, "Too many failed authentication attempts from this address.") from None
     except ApiError as error:
-        failures = request.app[RATE_LIMITS].auth_failures
         if error.code is ErrorCode.UNAUTHORIZED and failures is not None:
-            decision = await failures.take(f"address:{request.remote or 'unknown'}")
+            decision = await failures.take(address)
             if decision is not None and not decision.allowed:
                 raise failures.exceeded(
                     decision, "Too many failed authentication attempts from this address."
@@ -58,7 +64,7 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
     return await handler(request)
 
 
-async def _authenticate(request: web.Request) -> Principal:
+async def _authenticate(request: web.Request, *, lookup_allowed: bool = True) -> Principal:
     header = request.headers.get("Authorization")
     if header is None:
         raise _unauthorized("Authentication required: no bearer token was sent.")
@@ -67,9 +73,15 @@ async def _authenticate(request: web.Request) -> Principal:
     if scheme.lower() != "bearer" or not TOKEN_PATTERN.match(token):
         raise _unauthorized("The Authorization header is not a well-formed spacesvc bearer token.")
     try:
-        return await request.app[LIVE].principal(request.app, token)
+        return await request.app[LIVE].principal(request.app, token, lookup_allowed=lookup_allowed)
     except InvalidToken:
         raise _unauthorized("The bearer token is unknown, expired or revoked.") from None
+
+
+async def authenticate_again(request: web.Request) -> None:
+    """A held request (a watch) checks its token again when tokens change: 401 once it is revoked
+    or expired."""
+    request[PRINCIPAL] = await _authenticate(request)
 
 
 def request_actor(request: web.Request) -> Actor:

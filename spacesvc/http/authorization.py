@@ -10,7 +10,7 @@ from aiohttp import web
 
 from spacesvc.http.errors import ApiError, ErrorCode
 from spacesvc.http.request_context import PRINCIPAL
-from spacesvc.tokens.model import ROLES, Principal
+from spacesvc.tokens.model import CREDENTIALS_SCOPE, ROLES, Principal
 
 ANY_ROLE = frozenset(ROLES)
 ADMIN = frozenset({"admin"})
@@ -32,6 +32,22 @@ def authorize(principal: Principal, roles: frozenset[str], scope: str) -> None:
         )
     if scope not in principal.scopes:
         raise forbidden_scope(scope)
+
+
+def authorize_for_environment(principal: Principal, environment_id: str, roles: frozenset[str], scope: str) -> None:
+    """An environment's own routes: a token bound to this environment with spaces:credentials may
+    use them; a token bound to another environment may not (FORBIDDEN_SCOPE); any other token needs
+    ``roles`` and ``scope`` as ``authorize`` says."""
+    bound = principal.environment_id
+    if bound == environment_id and CREDENTIALS_SCOPE in principal.scopes:
+        return
+    if bound is not None and bound != environment_id:
+        raise forbidden_scope(
+            CREDENTIALS_SCOPE,
+            "This token is bound to another environment.",
+            hint="Use a token bound to this environment, or an unbound token with the role and scope needed.",
+        )
+    authorize(principal, roles, scope)
 
 
 def forbidden_scope(scope: str, message: str | None = None, *, hint: str | None = None) -> ApiError:

@@ -56,7 +56,7 @@ def not_modified_response(version: int, headers: dict[str, str] | None = None) -
 
 # A watch holds a request at most this long (RFC 7240 ``Prefer: wait=N``, docs/guarantees.md).
 MAX_WAIT_SECONDS = 60
-PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d{1,6})\"?(?:$|[,;\s])", re.IGNORECASE)
+PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?([0-9]{1,6})\"?(?:$|[,;\s])", re.IGNORECASE)
 
 PREFER_PARAM = {
     "in": "header",

@@ -1,14 +1,21 @@
 """The OpenAPI 3 document and Swagger UI, built by aiohttp-apispec from the handlers' ``@docs``.
 
 aiohttp-apispec 3.0.0b2 builds an OpenAPI 2 spec; ``OpenApi3Spec`` swaps in a 3.0 APISpec and
-keeps the rest (route discovery, the Swagger UI page). Operations are described in OpenAPI 3
-terms (``requestBody``, ``content``) with marshmallow schemas that the plugin resolves to refs.
+keeps the route discovery. Operations are described in OpenAPI 3 terms (``requestBody``,
+``content``) with marshmallow schemas that the plugin resolves to refs.
+
+The Swagger UI page is the service's own, on the assets of a maintained Swagger UI 5 release
+(the ``swagger-ui-py`` package ships them): aiohttp-apispec bundles Swagger UI 4.1.0, which lets
+``?url=`` load another document into a page on the service's origin. The page shows this
+service's document only.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import swagger_ui
 from aiohttp import web
 from apispec import APISpec
 from marshmallow import Schema
@@ -18,6 +25,8 @@ from spacesvc.http.private_api import OperationHookSpec
 from spacesvc.http.schemas import ErrorSchema
 
 DOCS_PATH = "/api/docs"
+DOCS_STATIC_PATH = f"{DOCS_PATH}/static"
+SWAGGER_UI_ASSETS = Path(swagger_ui.__file__).parent / "static"
 OPENAPI_PATH = "/api/docs/openapi.json"
 JSON = "application/json"
 
@@ -120,7 +129,7 @@ def json_body(schema: Schema | type[Schema], description: str) -> dict[str, Any]
 class OpenApi3Spec(OperationHookSpec):
     def __init__(self, *, title: str, version: str) -> None:
         super().__init__(
-            url=OPENAPI_PATH, swagger_path=DOCS_PATH, static_path=f"{DOCS_PATH}/static", title=title, version=version
+            url=OPENAPI_PATH, swagger_path=DOCS_PATH, static_path=DOCS_STATIC_PATH, title=title, version=version
         )
         self.spec = APISpec(
             title=title,
@@ -135,6 +144,15 @@ class OpenApi3Spec(OperationHookSpec):
         )
         self.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
 
+    def add_docs_page(self, app: web.Application, static_path: str, view_path: str) -> None:
+        page = SWAGGER_PAGE.replace("{static}", static_path).replace("{document}", self.url)
+
+        async def swagger_view(request: web.Request) -> web.Response:
+            return web.Response(text=page, content_type="text/html")
+
+        app.router.add_static(static_path, SWAGGER_UI_ASSETS)
+        app.router.add_get(view_path, swagger_view)
+
     def add_operation(self, data: dict[str, Any], method: str, url_path: str) -> None:
         if method == "head":
             return  # HEAD is answered wherever GET is; one operation (and operationId) per route
@@ -142,6 +160,35 @@ class OpenApi3Spec(OperationHookSpec):
         if not operation.get("parameters"):
             operation.pop("parameters", None)
         self.spec.path(path=url_path, operations={method: operation})
+
+
+# Swagger UI 5 reads no configuration from the page's query string (queryConfigEnabled is off).
+SWAGGER_PAGE = """<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="UTF-8">
+    <title>spacesvc API</title>
+    <link rel="stylesheet" type="text/css" href="{static}/swagger-ui.css">
+    <link rel="icon" type="image/png" href="{static}/favicon-32x32.png" sizes="32x32">
+  </head>
+  <body>
+    <div id="swagger-ui"></div>
+    <script src="{static}/swagger-ui-bundle.js" charset="UTF-8"></script>
+    <script src="{static}/swagger-ui-standalone-preset.js" charset="UTF-8"></script>
+    <script>
+      window.onload = function () {
+        window.ui = SwaggerUIBundle({
+          url: "{document}",
+          dom_id: "#swagger-ui",
+          queryConfigEnabled: false,
+          presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+          layout: "StandaloneLayout",
+        });
+      };
+    </script>
+  </body>
+</html>
+"""
 
 
 def setup_openapi(app: web.Application, version: str) -> None:

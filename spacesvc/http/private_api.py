@@ -16,7 +16,8 @@ name:
   ``ServerRunner``.
 - a request's route match before routing, or for a request that was never routed (the public
   ``match_info`` asserts there is one): ``match_info``.
-- aiohttp-apispec's hook for each route's operation, ``_update_paths``: ``OperationHookSpec``.
+- aiohttp-apispec's hooks for each route's operation, ``_update_paths``, and for the page of the
+  API docs, ``_add_swagger_web_page``: ``OperationHookSpec``.
 """
 
 from __future__ import annotations
@@ -90,10 +91,17 @@ def match_info(request: web.BaseRequest) -> web.UrlMappingMatchInfo | None:
 
 class OperationHookSpec(AiohttpApiSpec):
     """``AiohttpApiSpec`` calling ``add_operation`` for each route's operation (its documentation
-    data, the method, the URL path) instead of adding it itself."""
+    data, the method, the URL path) instead of adding it itself, and ``add_docs_page`` to serve the
+    docs page (its static assets' path and the page's path) instead of its bundled Swagger UI."""
 
     def _update_paths(self, data: dict[str, Any], method: str, url_path: str) -> None:
         self.add_operation(data, method, url_path)
 
     def add_operation(self, data: dict[str, Any], method: str, url_path: str) -> None:
         super()._update_paths(data, method, url_path)
+
+    def _add_swagger_web_page(self, app: web.Application, static_path: str, view_path: str) -> None:
+        self.add_docs_page(app, static_path, view_path)
+
+    def add_docs_page(self, app: web.Application, static_path: str, view_path: str) -> None:
+        super()._add_swagger_web_page(app, static_path, view_path)

@@ -64,6 +64,11 @@ class Budget:
         tell, serve without limiting."""
         raise NotImplementedError
 
+    async def spent(self, key: str) -> Decision | None:
+        """Whether ``key`` has no request left, without spending one: the refusal to answer with,
+        or None (budget left, or the storage cannot tell)."""
+        raise NotImplementedError
+
     def headers(self, decision: Decision) -> dict[str, str]:
         """The IETF RateLimit-Policy and RateLimit fields (draft-ietf-httpapi-ratelimit-headers)."""
         return {
@@ -90,11 +95,22 @@ class TokenBucket(Budget):
         self._rate = budget.requests / budget.seconds
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    def _tokens_now(self, key: str, now: float) -> float:
+        capacity = float(self.budget.requests)
+        tokens, updated = self._buckets.get(key, (capacity, now))
+        return min(capacity, tokens + (now - updated) * self._rate)
+
+    async def spent(self, key: str) -> Decision | None:
+        tokens = self._tokens_now(key, time.monotonic())
+        if tokens >= 1.0:
+            return None
+        capacity = float(self.budget.requests)
+        return Decision(False, 0, math.ceil((capacity - tokens) / self._rate), math.ceil((1.0 - tokens) / self._rate))
+
     async def take(self, key: str) -> Decision:
         now = time.monotonic()
         capacity = float(self.budget.requests)
-        tokens, updated = self._buckets.get(key, (capacity, now))
-        tokens = min(capacity, tokens + (now - updated) * self._rate)
+        tokens = self._tokens_now(key, now)
         allowed = tokens >= 1.0
         if allowed:
             tokens -= 1.0
@@ -143,6 +159,21 @@ class SharedStorage:
             log.info("rate-limit storage answers again; budgets are shared again")
         return allowed, remaining, reset
 
+    async def exhausted(self, item: RateLimitItemPerSecond, key: str) -> tuple[int, float] | None:
+        """(remaining, reset time) when ``key`` has no request left, without spending one; None
+        when it has, or while the storage is down."""
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            async with asyncio.timeout(STORAGE_TIMEOUT * 2):
+                if await self.limiter.test(item, key):
+                    return None
+                reset, remaining = await self.limiter.get_window_stats(item, key)
+        except Exception as error:  # any failure of the storage: serve unlimited, never fail
+            self._went_down(error)
+            return None
+        return remaining, reset
+
     def _went_down(self, error: BaseException) -> None:
         RATE_LIMIT_STORAGE_ERRORS.inc()
         self._down_until = time.monotonic() + STORAGE_RETRY_SECONDS
@@ -174,6 +205,14 @@ class SharedBudget(Budget):
         allowed, remaining, reset_at = decided
         reset_seconds = max(math.ceil(reset_at - time.time()), 0)
         return Decision(allowed, remaining, reset_seconds, 0 if allowed else max(reset_seconds, 1))
+
+    async def spent(self, key: str) -> Decision | None:
+        exhausted = await self._storage.exhausted(self._item, key)
+        if exhausted is None:
+            return None
+        remaining, reset_at = exhausted
+        reset_seconds = max(math.ceil(reset_at - time.time()), 1)
+        return Decision(False, remaining, reset_seconds, reset_seconds)
 
 
 @dataclass(frozen=True)

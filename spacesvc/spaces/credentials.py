@@ -29,8 +29,8 @@ from spacesvc.environments import queries as environments
 from spacesvc.environments.model import Environment
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound
-from spacesvc.http.authentication import request_actor
-from spacesvc.http.authorization import ANY_ROLE, READ, forbidden_scope, requires
+from spacesvc.http.authentication import authenticate_again, request_actor
+from spacesvc.http.authorization import ANY_ROLE, READ, authorize_for_environment, forbidden_scope
 from spacesvc.http.conditional import (
     IF_NONE_MATCH_PARAM,
     PREFER_PARAM,
@@ -163,7 +163,7 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
     wait = preferred_wait(request)
     applied: dict[str, str] = {}
     if wait is not None and names_version(request, config.version):
-        watched = await app[LIVE].watch(app, config, wait)
+        watched = await app[LIVE].watch(app, config, wait, lambda: authenticate_again(request))
         if watched is None or not enabled_for(watched, environment_id):
             watched = await delivered_config(app, environment_id)  # deleted or disabled meanwhile: its 404
         config = watched
@@ -265,14 +265,17 @@ class EnvironmentBucketsView(web.View):
         tags=["environments"],
         summary="The buckets, when Spaces is enabled for this environment",
         operationId="listEnvironmentBuckets",
+        description="Any role with settings:read, or a token bound to this environment with spaces:credentials "
+        "(403 for another environment).",
         security=SECURITY,
         parameters=[ENVIRONMENT_ID_PARAM],
         responses={200: ok(BucketListSchema, "The buckets"), **errors(400, 401, 403, 404, 429, 503)},
     )
-    @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
+        environment_id = self.request.match_info["id"]
+        authorize_for_environment(self.request[PRINCIPAL], environment_id, ANY_ROLE, READ)
         async with postgres.acquire(self.request.app) as conn:
-            await enabled_config(conn, self.request.match_info["id"])
+            await enabled_config(conn, environment_id)
         return json_response(await bucket_list(self.request))
 
     head = get  # HEAD is answered as GET, without the body

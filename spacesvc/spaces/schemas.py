@@ -13,6 +13,8 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates
 
 import backends
+from spacesvc.http.schemas import ErrorSchema
+from spacesvc.settings import ascii_number
 from spacesvc.spaces.model import DEFAULT_REGION
 
 MAX_BUCKETS = 100
@@ -104,7 +106,7 @@ def endpoint_problem(endpoint: str) -> str | None:
         host, port = authority.rsplit(":", 1)
     if not host:
         return "The endpoint has no host."
-    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+    if port is not None and not (ascii_number(port) and 1 <= int(port) <= 65535):
         return "The endpoint's port must be a number from 1 to 65535."
     return _host_problem(host)
 
@@ -255,8 +257,25 @@ class ConnectionTestSchema(Schema):
     failures = fields.List(
         fields.Nested(BucketFailureSchema), required=True, metadata={"description": "why each failed"}
     )
-    scopedKey = fields.Boolean(required=True, metadata={"description": "ListBuckets was denied: a bucket-scoped key"})
+    scopedKey = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "the buckets were checked one by one, or ListBuckets was denied (a bucket-scoped key)"
+        },
+    )
     hint = fields.String()
+
+
+class ConnectionTestFailureSchema(ErrorSchema):
+    """A failed test (400): the error envelope, plus what BRIDGEPORT's page reads (``error``, the
+    same words as ``message``)."""
+
+    success = fields.Boolean(required=True, metadata={"enum": [False]})
+    error = fields.String(required=True)
+    buckets = fields.List(fields.String())
+    failedBuckets = fields.List(fields.String())
+    failures = fields.List(fields.Nested(BucketFailureSchema))
+    scopedKey = fields.Boolean()
 
 
 class BucketListSchema(Schema):

@@ -15,7 +15,7 @@ from backends import SecretBackend
 from spacesvc import postgres
 from spacesvc.audit.model import Action
 from spacesvc.http import conditional
-from spacesvc.http.authentication import request_actor
+from spacesvc.http.authentication import authenticate_again, request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.conditional import (
     format_etag,
@@ -152,7 +152,7 @@ class SpacesSettingsView(web.View):
         config = await app[LIVE].config(app)
         wait = preferred_wait(request)
         if config is not None and wait is not None and names_version(request, config.version):
-            config = await app[LIVE].watch(app, config, wait)
+            config = await app[LIVE].watch(app, config, wait, lambda: authenticate_again(self.request))
             applied = {"Preference-Applied": f"wait={wait}"}
         else:
             applied = {}

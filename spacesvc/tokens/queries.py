@@ -27,6 +27,11 @@ SELECT id, name, role, scopes, environment_id::text AS environment_id, revoked_a
        expires_at <= now() AS expired
 FROM api_tokens WHERE token_hash = $1
 """
+# Every token that may authenticate now, by hash: what each process keeps in memory.
+SELECT_LIVE_TOKENS = """
+SELECT token_hash, id, name, role, scopes, environment_id::text AS environment_id, expires_at
+FROM api_tokens WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())
+"""
 # The columns every query that describes a token reads (see _info); never the hash.
 TOKEN_COLUMNS = """id, name, role, scopes, created_at, expires_at, revoked_at,
     (SELECT e.name FROM environments e WHERE e.id = environment_id) AS environment"""
@@ -114,6 +119,17 @@ async def revoke_token(conn: asyncpg.Connection, name_or_id: str, actor: Actor) 
 
 async def count_tokens(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval(COUNT_TOKENS))
+
+
+async def live_tokens(conn: asyncpg.Connection) -> dict[bytes, tuple[Principal, datetime | None]]:
+    """Every token that may authenticate now, by its hash: who it is and until when."""
+    return {
+        bytes(row["token_hash"]): (
+            Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]), row["environment_id"]),
+            row["expires_at"],
+        )
+        for row in await conn.fetch(SELECT_LIVE_TOKENS)
+    }
 
 
 async def authenticate(conn: asyncpg.Connection, token: str) -> tuple[Principal, datetime | None]:

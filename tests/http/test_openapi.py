@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -30,11 +31,23 @@ async def test_the_document_is_valid_openapi_3(client: TestClient) -> None:
     validate_spec(spec)
 
 
-async def test_swagger_ui_is_served(client: TestClient) -> None:
-    resp = await client.get("/api/docs")
-    assert resp.status == 200
-    assert "swagger" in (await resp.text()).lower()
-    assert resp.content_type == "text/html"
+async def test_swagger_ui_is_served_from_a_maintained_5_release(client: TestClient) -> None:
+    """The bundled 4.1.0 let ?url= load any document into a page on this origin (CVE-2021-46708)."""
+    resp = await client.get("/api/docs", params={"url": "https://attacker.example/spec.json"})
+    assert resp.status == 200 and resp.content_type == "text/html"
+    page = await resp.text()
+    assert 'url: "/api/docs/openapi.json"' in page and "attacker" not in page
+    assert "queryConfigEnabled: false" in page
+    scripts = re.findall(r'<script src="([^"]+)"', page)
+    assert "/api/docs/static/swagger-ui-bundle.js" in scripts
+    for script in scripts:
+        asset = await client.get(script)
+        assert asset.status == 200
+    bundle = await (await client.get("/api/docs/static/swagger-ui-bundle.js")).text()
+    version = re.search(r'PACKAGE_VERSION:"([0-9.]+)"', bundle)
+    assert version is not None and int(version[1].split(".")[0]) >= 5
+    stylesheet = await client.get("/api/docs/static/swagger-ui.css")
+    assert stylesheet.status == 200
 
 
 async def test_every_operation_documents_its_errors_with_the_envelope(client: TestClient) -> None:

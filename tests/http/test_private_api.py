@@ -81,6 +81,11 @@ def test_aiohttp_apispec_still_adds_each_operation_through_update_paths() -> Non
     assert list(inspect.signature(AiohttpApiSpec._update_paths).parameters) == ["self", "data", "method", "url_path"]
 
 
+def test_aiohttp_apispec_still_adds_its_docs_page_through_add_swagger_web_page() -> None:
+    parameters = list(inspect.signature(AiohttpApiSpec._add_swagger_web_page).parameters)
+    assert parameters == ["self", "app", "static_path", "view_path"]
+
+
 def test_the_openapi_document_gets_one_operation_per_route_through_the_hook() -> None:
     added: list[tuple[str, str]] = []
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from collections.abc import Callable
 from typing import Protocol
 
@@ -113,3 +115,15 @@ async def create_environment(client: TestClient, admin: dict[str, str], name: st
 async def enable(client: TestClient, admin: dict[str, str], environment_id: str, enabled: bool = True) -> None:
     resp = await client.put(f"{SPACES_ENVIRONMENTS}/{environment_id}", json={"enabled": enabled}, headers=admin)
     assert resp.status == 200, await resp.text()
+
+
+async def readiness(client: TestClient, status: int, headers: dict[str, str] | None = None, limit: float = 3.0) -> dict:
+    """/readyz's body once it answers ``status``: it is computed at most once a second, so a change
+    shows within about a second. ``headers``: an admin token's, for the secret backend's detail."""
+    deadline = time.monotonic() + limit
+    while True:
+        resp = await client.get("/readyz", headers=headers or {})
+        if resp.status == status or time.monotonic() > deadline:
+            assert resp.status == status, await resp.text()
+            return dict(await resp.json())
+        await asyncio.sleep(0.1)

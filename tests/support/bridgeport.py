@@ -70,3 +70,6 @@ class BridgeportClient:
 
     async def listSpacesBuckets(self, environment_id: str) -> Any:
         return await self.request("GET", f"/environments/{environment_id}/spaces/buckets")
+
+    async def testSpacesConnection(self, environment_id: str) -> Any:
+        return await self.request("POST", f"/environments/{environment_id}/spaces/test")

@@ -11,11 +11,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import requests
+from aiohttp import web
 from botocore.config import Config
 
 from tests.support.postgres import free_port
@@ -120,3 +123,46 @@ class MotoS3:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+@dataclass
+class StandIn:
+    """A loopback HTTP server standing in for an S3 endpoint that misbehaves: ``handler`` answers
+    each request; ``requests`` records (method, path, headers) of every request that arrived."""
+
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> StandIn:
+        async def record(request: web.Request) -> web.StreamResponse:
+            self.requests.append((request.method, request.path, dict(request.headers)))
+            return await self.handler(request)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", record)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+def list_buckets_xml(names: list[str]) -> bytes:
+    """A ListBuckets answer naming ``names``."""
+    buckets = "".join(
+        f"<Bucket><Name>{escape(name)}</Name><CreationDate>2026-01-01T00:00:00Z</CreationDate></Bucket>"
+        for name in names
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<ListAllMyBucketsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">'
+        f"<Owner><ID>owner</ID></Owner><Buckets>{buckets}</Buckets></ListAllMyBucketsResult>"
+    ).encode()
