@@ -11,7 +11,7 @@ from aiohttp import web
 
 # One entity-tag, weak or strong; its group is the opaque tag (the version, for this service's).
 ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
-VERSION = re.compile(r"\d{1,9}")
+VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only: \d also takes other scripts' digits
 
 # The OpenAPI parameter of a conditional read.
 IF_NONE_MATCH_PARAM = {
