@@ -5,6 +5,7 @@ moto's S3 with IAM enforced, as a workload would find out."""
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 import uuid
@@ -120,6 +121,30 @@ async def test_the_issuer_test_creates_and_deletes_a_key_of_its_own(issuer: Issu
     issuer.prefix = prefix
     await issuer.check()
     assert await issuer.list_keys(prefix) == []
+
+
+async def test_the_digitalocean_issuer_test_mints_and_deletes_a_key_without_grants(
+    spaces_api: SpacesKeysApi, outbound: Outbound
+) -> None:
+    await DigitalOceanIssuer(outbound, spaces_api.url, TOKEN, prefix="checked-").check()
+    assert [method for method, _ in spaces_api.requests] == ["POST", "DELETE"] and spaces_api.keys == {}
+
+
+async def test_an_iam_identity_that_may_only_read_fails_the_issuer_test(s3: MotoS3, outbound: Outbound) -> None:
+    iam = s3.client("iam", s3.key_manager)
+    reader = f"iam-reader-{uuid.uuid4().hex[:8]}"
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iam:List*", "Resource": "*"}]}
+    await asyncio.to_thread(iam.create_user, UserName=reader)
+    await asyncio.to_thread(
+        iam.put_user_policy, UserName=reader, PolicyName="read", PolicyDocument=json.dumps(document)
+    )
+    created = (await asyncio.to_thread(iam.create_access_key, UserName=reader))["AccessKey"]
+    issuer = AwsIamIssuer(outbound, s3.url, created["AccessKeyId"], created["SecretAccessKey"])
+    assert await issuer.list_keys("spacesvc-") is not None
+    with pytest.raises(Unavailable) as failed:
+        await issuer.check()
+    assert failed.value.dependency == "issuer" and "CreateUser" in failed.value.message
+    assert "403" in failed.value.message
 
 
 async def test_digitalocean_listing_follows_every_page(spaces_api: SpacesKeysApi, outbound: Outbound) -> None:
