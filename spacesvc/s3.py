@@ -1,56 +1,37 @@
 """The S3 client: talking to the configured S3-compatible endpoint for the connection test and
 bucket discovery.
 
-botocore signs each request (SigV4, its own code); the request itself goes out on one aiohttp
-session per process that the service controls end to end (docs/guarantees.md, "Outbound calls"):
-
-- no redirect is followed (a 3xx is a failure naming the status), so the signed request and the
-  answer never come from a host other than the endpoint;
-- every address is checked after DNS resolution, and the connection is made to the address
-  checked (the session's resolver refuses before aiohttp connects): link-local, unspecified and
-  multicast addresses are refused, and ``SPACESVC_OUTBOUND_ALLOW`` narrows further;
-- at most ``MAX_OUTBOUND`` calls at once per process, each reading at most ``MAX_BODY_BYTES``,
-  and one deadline of ``DEADLINE`` seconds for a whole test or listing.
+botocore signs each request (SigV4, its own code); the request itself goes out through the
+process's ``Outbound`` (``spacesvc.outbound``: no redirects, addresses checked after resolution,
+bounded in number and size), within one deadline of ``DEADLINE`` seconds for a whole test or
+listing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from xml.etree import ElementTree
 
-import aiohttp
 from aiohttp import web
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
+from aiohttp.abc import AbstractResolver
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import InvalidRegionError
 from botocore.utils import validate_region_name
-from yarl import URL
 
 from spacesvc.errors import InvalidInput
+from spacesvc.outbound import DEADLINE, AddressRefused, Outbound, OutboundFailure
+from spacesvc.outbound import MAX_OUTBOUND as MAX_OUTBOUND  # the limit the S3 calls are held to
 from spacesvc.spaces.schemas import bucket_name_problem
 
-CONNECT_TIMEOUT = 3.0
-READ_TIMEOUT = 5.0
-# The whole of a connection test or a listing, however many calls it makes.
-DEADLINE = 10.0
-# Outbound calls in flight at once in one process; the rest wait their turn (within DEADLINE).
-MAX_OUTBOUND = 16
-# Response bodies are read up to this; a longer one is a failure, not a bigger buffer.
-MAX_BODY_BYTES = 1 << 20
 # A bucket listing answers again from memory for this long per configuration version.
 LISTING_SECONDS = 10.0
 
-IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -65,15 +46,6 @@ class Target:
     secret_key: str = field(repr=False)
 
 
-class OutboundFailure(Exception):
-    """A call that got no usable S3 answer; ``reason`` says why, in words for people (never the
-    exception text of a library, which may quote the request)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class S3Error(OutboundFailure):
     """The endpoint answered, with a status other than 2xx."""
 
@@ -81,11 +53,6 @@ class S3Error(OutboundFailure):
         super().__init__(_answer_reason(status, code, head=head))
         self.status = status
         self.code = code
-
-
-class AddressRefused(Exception):
-    """The endpoint's address may not be reached (docs/configuration.md, SPACESVC_OUTBOUND_ALLOW).
-    Not an OSError: aiohttp passes it through from the resolver unchanged."""
 
 
 def _answer_reason(status: int, code: str, *, head: bool) -> str:
@@ -110,78 +77,6 @@ def _answer_reason(status: int, code: str, *, head: bool) -> str:
 def endpoint_url(endpoint: str) -> str:
     """A configured endpoint as a URL: a bare host (optional :port) means https."""
     return endpoint.rstrip("/") if "://" in endpoint else f"https://{endpoint}"
-
-
-# -- where the service may connect ----------------------------------------------------------------
-
-
-def refused_kind(address: IpAddress) -> str | None:
-    """Why an address is never reached (an IPv4-mapped IPv6 address counts as its IPv4), or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_link_local:
-        return "link-local"
-    if address.is_unspecified:
-        return "unspecified"
-    if address.is_multicast:
-        return "multicast"
-    return None
-
-
-class AddressPolicy:
-    """Which endpoints may be reached. Always refused: link-local (169.254.0.0/16, fe80::/10, where
-    cloud metadata services answer), unspecified and multicast addresses. With an allow list
-    (SPACESVC_OUTBOUND_ALLOW: host names and CIDRs), an endpoint must also be a listed host name
-    or have every address inside a listed network."""
-
-    def __init__(self, allow: Iterable[str] = ()) -> None:
-        self.hosts: frozenset[str] = frozenset()
-        self.networks: tuple[IpNetwork, ...] = ()
-        hosts, networks = set(), []
-        for entry in allow:
-            try:
-                networks.append(ipaddress.ip_network(entry, strict=False))
-            except ValueError:
-                hosts.add(entry.lower().rstrip("."))
-        self.hosts, self.networks = frozenset(hosts), tuple(networks)
-
-    @property
-    def restricted(self) -> bool:
-        return bool(self.hosts or self.networks)
-
-    def check(self, host: str, addresses: Iterable[str]) -> None:
-        """Raise AddressRefused unless ``host`` may be reached at every one of ``addresses``."""
-        listed_host = host.lower().rstrip(".") in self.hosts
-        for text in addresses:
-            address = ipaddress.ip_address(text.split("%", 1)[0])
-            kind = refused_kind(address)
-            if kind is not None:
-                raise AddressRefused(f"the endpoint's address is {kind}, which the service never connects to")
-            if self.restricted and not listed_host and not any(address in network for network in self.networks):
-                raise AddressRefused("the endpoint is not in SPACESVC_OUTBOUND_ALLOW")
-
-
-class CheckedResolver(AbstractResolver):
-    """Resolves with ``inner`` (the system's resolver by default) and hands aiohttp only addresses
-    the policy allows: aiohttp then connects to exactly those, so a name cannot resolve to one
-    address when checked and another when connected."""
-
-    def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None) -> None:
-        self._policy = policy
-        self._inner = inner
-
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        if self._inner is None:
-            self._inner = DefaultResolver()
-        results = await self._inner.resolve(host, port, family)
-        self._policy.check(host, [result["host"] for result in results])
-        return results
-
-    async def close(self) -> None:
-        if self._inner is not None:
-            await self._inner.close()
 
 
 # -- the calls ------------------------------------------------------------------------------------
@@ -227,46 +122,19 @@ def bucket_names(body: bytes) -> list[str]:
     return sorted(name for name in names if bucket_name_problem(name) is None)
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
-    if (response.content_length or 0) > MAX_BODY_BYTES:
-        raise OutboundFailure(f"the endpoint's answer is larger than {MAX_BODY_BYTES // (1 << 20)} MiB")
-    body = bytearray()
-    async for chunk in response.content.iter_chunked(64 * 1024):
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise OutboundFailure(f"the endpoint's answer is larger than {MAX_BODY_BYTES // (1 << 20)} MiB")
-    return bytes(body)
-
-
 class S3Client:
-    """One per process: the policy, the session (its connections are reused across calls) and the
-    turns of outbound calls."""
+    """One per process: the outbound calls (shared with the key issuers, so the turns are the
+    process's) and the listings kept."""
 
-    def __init__(self, allow: Iterable[str] = (), *, resolver: AbstractResolver | None = None) -> None:
-        self.policy = AddressPolicy(allow)
-        self._resolver = resolver
-        self._session: aiohttp.ClientSession | None = None
-        self._turns = asyncio.Semaphore(MAX_OUTBOUND)
+    def __init__(
+        self, allow: Iterable[str] = (), *, resolver: AbstractResolver | None = None, outbound: Outbound | None = None
+    ) -> None:
+        self.outbound = outbound if outbound is not None else Outbound(allow, resolver=resolver)
         # discovered listings by (configuration id, version)
         self.listings: Listings[tuple[str, int], dict[str, Any]] = Listings()
 
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None:  # built on first use, inside the running loop
-            connector = aiohttp.TCPConnector(
-                resolver=CheckedResolver(self.policy, self._resolver), use_dns_cache=False, limit=MAX_OUTBOUND
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT),
-                auto_decompress=False,
-                skip_auto_headers={"Content-Type"},
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.outbound.close()
 
     def check_target(self, target: Target) -> str:
         """The endpoint's URL, once the target can be used at all; InvalidInput (the caller's 400)
@@ -280,51 +148,22 @@ class S3Client:
                 hint="Check the region: lowercase letters, digits and '-'.",
             ) from None
         url = endpoint_url(target.endpoint)
-        host = URL(url).host or ""
         try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if (
-                self.policy.restricted
-                and host.lower().rstrip(".") not in self.policy.hosts
-                and not self.policy.networks
-            ):
-                raise _refused(AddressRefused("the endpoint is not in SPACESVC_OUTBOUND_ALLOW")) from None
-        else:
-            try:
-                self.policy.check(host, [host])
-            except AddressRefused as error:
-                raise _refused(error) from None
+            self.outbound.policy.check_url(url)
+        except AddressRefused as error:
+            raise _refused(error) from None
         return url
 
     async def _call(self, target: Target, method: str, path: str) -> bytes:
         url = self.check_target(target) + path
-        headers = {**_sign(target, method, url), "Accept-Encoding": "identity"}
         head = method == "HEAD"
-        async with self._turns:
-            try:
-                async with self._http().request(
-                    method, URL(url, encoded=True), headers=headers, allow_redirects=False
-                ) as response:
-                    status = response.status
-                    body = b"" if head else await _read_capped(response)
-            except AddressRefused as error:
-                raise _refused(error) from None
-            except aiohttp.ConnectionTimeoutError:
-                raise OutboundFailure(f"the endpoint did not accept a connection within {CONNECT_TIMEOUT:g}s") from None
-            except aiohttp.SocketTimeoutError:
-                raise OutboundFailure(f"the endpoint did not answer within {READ_TIMEOUT:g}s") from None
-            except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError):
-                raise OutboundFailure("the TLS handshake with the endpoint failed (certificate or protocol)") from None
-            except aiohttp.ClientConnectorError:
-                raise OutboundFailure(
-                    "cannot connect to the endpoint (refused, or the host does not resolve)"
-                ) from None
-            except aiohttp.ClientError as error:
-                raise OutboundFailure(f"the request failed ({type(error).__name__})") from None
-        if not 200 <= status < 300:
-            raise S3Error(status, _error_code(body), head=head)
-        return body
+        try:
+            answer = await self.outbound.request(method, url, headers=_sign(target, method, url), read_body=not head)
+        except AddressRefused as error:
+            raise _refused(error) from None
+        if not 200 <= answer.status < 300:
+            raise S3Error(answer.status, _error_code(answer.body), head=head)
+        return answer.body
 
     async def list_buckets(self, target: Target) -> list[str]:
         """The buckets the key can list, within DEADLINE; an S3Error with code AccessDenied is a

@@ -22,6 +22,12 @@ from backends.db import DbSettings
 from spacesvc.errors import ConfigError
 
 DEFAULT_SECRET_BACKEND = "db"
+DEFAULT_DIGITALOCEAN_API_URL = "https://api.digitalocean.com"
+DEFAULT_IAM_ENDPOINT = "https://iam.amazonaws.com"
+DEFAULT_KEY_PREFIX = "spacesvc-"
+# What both DigitalOcean key names and IAM user names accept, short enough to leave room for an
+# environment's name and a counter.
+KEY_PREFIX = re.compile(r"^[A-Za-z0-9+=,.@_-]{1,32}$")
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,11 @@ class Settings:
     # Endpoints the service may connect to besides the ones it always refuses (host names and
     # CIDRs; empty: any other address), SPACESVC_OUTBOUND_ALLOW.
     outbound_allow: tuple[str, ...] = ()
+    # Where the key issuers are reached (docs/keys.md): never taken from an API client.
+    digitalocean_api_url: str = DEFAULT_DIGITALOCEAN_API_URL
+    iam_endpoint: str = DEFAULT_IAM_ENDPOINT
+    # The start of the name of every key spacesvc mints; keys without it are never touched.
+    key_prefix: str = DEFAULT_KEY_PREFIX
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
     # Where that embedded PostgreSQL keeps its cluster (said in serve's first line).
@@ -134,6 +145,9 @@ class Settings:
             metrics=metrics == "on",
             credential_ttl_seconds=credential_ttl,
             outbound_allow=parse_outbound_allow(_get(env, "SPACESVC_OUTBOUND_ALLOW")),
+            digitalocean_api_url=parse_base_url(env, "SPACESVC_DIGITALOCEAN_API_URL", cls.digitalocean_api_url),
+            iam_endpoint=parse_base_url(env, "SPACESVC_IAM_ENDPOINT", cls.iam_endpoint),
+            key_prefix=parse_key_prefix(_get(env, "SPACESVC_KEY_PREFIX") or cls.key_prefix),
         )
 
 
@@ -159,6 +173,33 @@ def parse_outbound_allow(text: str | None) -> tuple[str, ...]:
                     f"SPACESVC_OUTBOUND_ALLOW: {entry!r} is neither a host name nor a CIDR (e.g. 10.0.0.0/8)"
                 ) from None
     return entries
+
+
+def parse_base_url(env: Mapping[str, str], variable: str, default: str) -> str:
+    """An http(s) URL of a service's root (no query, no credentials), without a trailing slash."""
+    text = _get(env, variable)
+    if text is None:
+        return default
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{variable} must be an http(s) URL such as {default}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(f"{variable} must be an http(s) URL such as {default}")
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError(f"{variable} must not hold credentials (not shown)")
+    return text.rstrip("/")
+
+
+def parse_key_prefix(text: str) -> str:
+    """SPACESVC_KEY_PREFIX: 1 to 32 of A-Z a-z 0-9 + = , . @ _ - (what key and IAM user names accept)."""
+    if not KEY_PREFIX.match(text):
+        raise ConfigError(
+            f"SPACESVC_KEY_PREFIX={text!r} must be 1 to 32 letters, digits or + = , . @ _ - "
+            f"(default {DEFAULT_KEY_PREFIX})"
+        )
+    return text
 
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")

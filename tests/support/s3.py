@@ -56,7 +56,9 @@ class MotoS3:
         log.close()
         self._wait()
         self.keys = self._setup()
-        self._iam = self._client("iam", self.keys.pop(KEY_MANAGER))
+        # allowed iam:* (an issuer's identity, a stand-in's backstage)
+        self.key_manager = self.keys.pop(KEY_MANAGER)
+        self._iam = self.client("iam", self.key_manager)
 
     @property
     def url(self) -> str:
@@ -72,7 +74,8 @@ class MotoS3:
                 time.sleep(0.1)
         raise RuntimeError("moto did not start")
 
-    def _client(self, service: str, key: AccessKey) -> Any:
+    def client(self, service: str, key: AccessKey) -> Any:
+        """A boto3 client of this server signing as ``key``."""
         import boto3  # comes with moto (the test extra): imported here, so collecting the tests needs neither
 
         return boto3.client(
@@ -86,7 +89,7 @@ class MotoS3:
 
     def _setup(self) -> dict[str, AccessKey]:
         setup = AccessKey("setup", "setup")
-        s3, iam = self._client("s3", setup), self._client("iam", setup)
+        s3, iam = self.client("s3", setup), self.client("iam", setup)
         for bucket in BUCKETS:
             s3.create_bucket(Bucket=bucket)
         keys = {}
