@@ -19,12 +19,15 @@ import asyncpg
 class SecretLocation:
     """Where a configuration's secret lives.
 
-    ``owner`` is the configuration id the secret belongs to (binds a ciphertext to its row);
-    ``version`` is the backend's own version marker recorded on the row, if it has one.
+    ``owner`` is the id of the row the secret belongs to (binds a ciphertext to its row);
+    ``version`` is the backend's own version marker recorded on the row, if it has one;
+    ``slot`` names a secret kept beside the configuration's (a key issuer's, a minted key's):
+    None is the configuration's own. A backend keeps each slot apart (Vault: a path below its own).
     """
 
     owner: str
     version: int | None = None
+    slot: str | None = None
 
 
 @dataclass(frozen=True)

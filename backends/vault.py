@@ -328,17 +328,21 @@ class VaultSecretBackend(SecretBackend):
         return await self._call(self._read, location)
 
     async def write(self, conn: asyncpg.Connection, location: SecretLocation, secret: str) -> int | None:
-        return await self._call(self._write, location.owner, secret)
+        return await self._call(self._write, location.owner, secret, self._path(location))
 
     async def delete(self, conn: asyncpg.Connection, location: SecretLocation) -> None:
         # Inside the row's transaction: only make sure Vault will take the purge that follows.
-        await self._call(self._current_version)
+        await self._call(self._current_version, self._path(location))
 
     async def purge(self, location: SecretLocation) -> None:
         try:
-            await self._call(self._delete_all_versions)
+            await self._call(self._delete_all_versions, self._path(location))
         except BackendUnavailable as error:
-            log.warning("vault: the configuration was deleted but its secret at %s was not: %s", self._where, error)
+            log.warning("vault: a secret was deleted but its copy at %s was not: %s", self._where, error)
+
+    def _path(self, location: SecretLocation) -> str:
+        """The configuration's secret at SPACESVC_VAULT_PATH; another slot's below it."""
+        return self._config.path if location.slot is None else f"{self._config.path}/{location.slot}"
 
     async def health(self, conn: asyncpg.Connection) -> Health:
         """Vault's state, the token, the mount and the path, within HEALTH_DEADLINE.
@@ -431,7 +435,7 @@ class VaultSecretBackend(SecretBackend):
     def _read(self, client: hvac.Client, location: SecretLocation) -> str | None:
         try:
             response = client.secrets.kv.v2.read_secret_version(
-                path=self._config.path,
+                path=self._path(location),
                 version=location.version,
                 mount_point=self._config.mount,
                 raise_on_deleted_version=True,
@@ -446,10 +450,12 @@ class VaultSecretBackend(SecretBackend):
         secret = data.get(DATA_KEY)
         return secret if isinstance(secret, str) else None
 
-    def _metadata(self, client: hvac.Client) -> dict[str, Any] | None:
+    def _metadata(self, client: hvac.Client, path: str | None = None) -> dict[str, Any] | None:
         """The secret's KV v2 metadata, or None when there is no secret (yet, or since a purge)."""
         try:
-            metadata = client.secrets.kv.v2.read_secret_metadata(path=self._config.path, mount_point=self._config.mount)
+            metadata = client.secrets.kv.v2.read_secret_metadata(
+                path=path or self._config.path, mount_point=self._config.mount
+            )
         except hvac.exceptions.InvalidPath as error:
             if _no_mount(error):
                 raise self._mount_missing() from None
@@ -457,11 +463,11 @@ class VaultSecretBackend(SecretBackend):
         data: dict[str, Any] = metadata["data"]
         return data
 
-    def _current_version(self, client: hvac.Client) -> int:
-        metadata = self._metadata(client)
+    def _current_version(self, client: hvac.Client, path: str | None = None) -> int:
+        metadata = self._metadata(client, path)
         return 0 if metadata is None else int(metadata["current_version"])
 
-    def _keep_max_versions(self, client: hvac.Client, metadata: dict[str, Any] | None) -> None:
+    def _keep_max_versions(self, client: hvac.Client, metadata: dict[str, Any] | None, path: str) -> None:
         """Set max_versions on the secret's metadata unless it is already so: the metadata, and the
         limit with it, is gone after a DELETE (purge) or a move to another backend and back."""
         wanted = self._config.max_versions
@@ -469,7 +475,7 @@ class VaultSecretBackend(SecretBackend):
             return
         try:
             # only this field: hvac's update_metadata would also reset delete_version_after
-            client.adapter.post(f"/v1/{self._config.mount}/metadata/{self._config.path}", json={"max_versions": wanted})
+            client.adapter.post(f"/v1/{self._config.mount}/metadata/{path}", json={"max_versions": wanted})
         except hvac.exceptions.Forbidden as error:
             if not is_policy_denial(error):
                 raise
@@ -481,13 +487,13 @@ class VaultSecretBackend(SecretBackend):
                 policy_for(self._config.mount, self._config.path).replace("\n", " "),
             )
 
-    def _write(self, client: hvac.Client, owner: str, secret: str) -> int:
+    def _write(self, client: hvac.Client, owner: str, secret: str, path: str) -> int:
         if not self._kv2_confirmed:
             self._check_mount(client)
-        metadata = self._metadata(client)
-        self._keep_max_versions(client, metadata)
+        metadata = self._metadata(client, path)
+        self._keep_max_versions(client, metadata, path)
         response = client.secrets.kv.v2.create_or_update_secret(
-            path=self._config.path,
+            path=path,
             secret={DATA_KEY: secret, OWNER_KEY: owner},
             cas=0 if metadata is None else int(metadata["current_version"]),
             mount_point=self._config.mount,
@@ -497,8 +503,8 @@ class VaultSecretBackend(SecretBackend):
             raise self._not_kv2("a mount that is not KV version 2")
         return int(response["data"]["version"])
 
-    def _delete_all_versions(self, client: hvac.Client) -> None:
-        client.secrets.kv.v2.delete_metadata_and_all_versions(path=self._config.path, mount_point=self._config.mount)
+    def _delete_all_versions(self, client: hvac.Client, path: str) -> None:
+        client.secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point=self._config.mount)
 
     def _check_mount(self, client: hvac.Client) -> None:
         """The mount exists and is KV version 2, or BackendUnavailable saying how to fix it.

@@ -20,6 +20,8 @@ from spacesvc.http.envelope import error_middleware
 from spacesvc.http.openapi import setup_openapi
 from spacesvc.http.ratelimit import rate_limit_middleware, rate_limits_ctx
 from spacesvc.http.request_context import request_context_middleware
+from spacesvc.keys.runtime import keys_ctx
+from spacesvc.keys.views import IssuerTestView, IssuerView, RotateView
 from spacesvc.lifecycle import setup_lifecycle
 from spacesvc.live import live_ctx
 from spacesvc.metrics import RENDERED, metrics_ctx, metrics_view
@@ -67,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
             sweeper_ctx,
             metrics_ctx,
             s3_ctx,
+            keys_ctx,
         ]
     )
     for view in (
@@ -83,6 +86,9 @@ def create_app(settings: Settings) -> web.Application:
         OwnCredentialsView,
         AuditView,
         AuditLogsView,
+        IssuerView,
+        IssuerTestView,
+        RotateView,
     ):
         app.router.add_view(view.URL_PATH, view)
     app.router.add_get("/healthz", healthz, allow_head=True)

@@ -93,6 +93,10 @@ class Settings:
     iam_endpoint: str = DEFAULT_IAM_ENDPOINT
     # The start of the name of every key spacesvc mints; keys without it are never touched.
     key_prefix: str = DEFAULT_KEY_PREFIX
+    # A minted key older than this is rotated (SPACESVC_KEY_MAX_AGE; None: never by age).
+    key_max_age_seconds: float | None = None
+    # How long a rotated-out key keeps working at most (SPACESVC_KEY_OVERLAP).
+    key_overlap_seconds: float = 3600.0
     # Set once the embedded PostgreSQL (SPACESVC_DATABASE_URL unset) has been started for us.
     embedded: bool = False
     # Where that embedded PostgreSQL keeps its cluster (said in serve's first line).
@@ -148,6 +152,8 @@ class Settings:
             digitalocean_api_url=parse_base_url(env, "SPACESVC_DIGITALOCEAN_API_URL", cls.digitalocean_api_url),
             iam_endpoint=parse_base_url(env, "SPACESVC_IAM_ENDPOINT", cls.iam_endpoint),
             key_prefix=parse_key_prefix(_get(env, "SPACESVC_KEY_PREFIX") or cls.key_prefix),
+            key_max_age_seconds=parse_key_max_age(env),
+            key_overlap_seconds=parse_seconds(env, "SPACESVC_KEY_OVERLAP", default=cls.key_overlap_seconds),
         )
 
 
@@ -218,6 +224,16 @@ def check_redis_url(url: str) -> None:
     database = parts.path.strip("/")
     if database and not ascii_number(database):
         raise ConfigError(f"{problem}; the path must be a database number")
+
+
+def parse_key_max_age(env: Mapping[str, str]) -> float | None:
+    """SPACESVC_KEY_MAX_AGE: a duration of at least a minute, or unset / ``off`` (never by age)."""
+    if (_get(env, "SPACESVC_KEY_MAX_AGE") or "off").lower() == "off":
+        return None
+    seconds = parse_seconds(env, "SPACESVC_KEY_MAX_AGE", default=0.0)
+    if seconds < 60:
+        raise ConfigError("SPACESVC_KEY_MAX_AGE must be at least 1m (or off)")
+    return seconds
 
 
 def parse_seconds(env: Mapping[str, str], variable: str, *, default: float) -> float:

@@ -17,6 +17,8 @@ class Resource(StrEnum):
     TOKEN = "token"
     SECRET = "secret"
     CREDENTIALS = "credentials"
+    ISSUER = "issuer"
+    KEY = "key"
 
 
 class Action(StrEnum):
@@ -32,8 +34,11 @@ class Action(StrEnum):
     MOVED = "moved"
     REENCRYPTED = "reencrypted"
     DELIVERED = "delivered"
+    ROTATED = "rotated"
+    RETIRED = "retired"
     CONNECTION_TESTED = "connection.tested"
     BUCKETS_DISCOVERED = "buckets.discovered"
+    ISSUER_TESTED = "issuer.tested"
 
 
 @dataclass(frozen=True)

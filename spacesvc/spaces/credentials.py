@@ -28,7 +28,7 @@ from spacesvc.audit import queries as audit
 from spacesvc.environments import queries as environments
 from spacesvc.environments.model import Environment
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
-from spacesvc.errors import NotFound
+from spacesvc.errors import NotFound, Unavailable
 from spacesvc.http.authentication import authenticate_again, request_actor
 from spacesvc.http.authorization import ANY_ROLE, READ, authorize_for_environment, forbidden_scope
 from spacesvc.http.conditional import (
@@ -42,10 +42,12 @@ from spacesvc.http.conditional import (
     preferred_wait,
 )
 from spacesvc.http.errors import validation_error
-from spacesvc.http.jsonio import json_response
+from spacesvc.http.jsonio import json_response, timestamp
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
 from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.instruments import CREDENTIAL_DELIVERIES
+from spacesvc.keys import store as keys_store
+from spacesvc.keys.service import rotates_at
 from spacesvc.live import LIVE, PerConfig
 from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.settings import SETTINGS
@@ -65,6 +67,18 @@ class CredentialsSchema(Schema):
     endpoint = fields.String(required=True)
     buckets = fields.List(fields.String(), required=True)
     version = fields.Integer(required=True)
+    permission = fields.String(
+        metadata={"enum": ["read", "readwrite"], "description": "with a key issuer: the environment's own key's"}
+    )
+    rotatesAt = fields.String(allow_none=True, metadata={"description": "with a key issuer: when the key rotates"})
+
+
+def not_minted_yet() -> Unavailable:
+    return Unavailable(
+        "issuer",
+        "The environment's own key is not minted yet; reconciliation creates it.",
+        hint="spacesvc keys reconcile creates it now.",
+    )
 
 
 class CredentialProcessSchema(Schema):
@@ -171,7 +185,13 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
     if not_modified(request, config.version):
         return not_modified_response(config.version, {**NO_STORE, **applied})
     async with postgres.acquire(app) as conn:
-        secret = await secret_of(conn, app[SECRET_BACKEND], config)
+        issuer_set, key = await keys_store.delivered(conn, environment_id)
+        if key is not None:
+            secret = await app[SECRET_BACKEND].read(conn, key.secret_location)
+        elif issuer_set:
+            raise not_minted_yet()
+        else:
+            secret = await secret_of(conn, app[SECRET_BACKEND], config)
         if secret is None:
             raise NotFound(
                 "No secretKey is stored for the Spaces configuration.",
@@ -185,25 +205,28 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
     if delivered:
         CREDENTIAL_DELIVERIES.inc()
     fields_ = config.fields
+    rotates = None if key is None else rotates_at(key, app[SETTINGS].key_max_age_seconds)
+    access_key = fields_.access_key if key is None else key.access_key or ""
     body: dict[str, object]
     if wanted == "credential-process":
-        # no per-environment key rotates yet: the TTL alone says when to fetch again
-        expires = expiration(app[SETTINGS].credential_ttl_seconds, rotates_at=None)
+        expires = expiration(app[SETTINGS].credential_ttl_seconds, rotates_at=rotates)
         body = {
             "Version": 1,
-            "AccessKeyId": fields_.access_key,
+            "AccessKeyId": access_key,
             "SecretAccessKey": secret,
             "Expiration": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
     else:
         body = {
-            "accessKey": fields_.access_key,
+            "accessKey": access_key,
             "secretKey": secret,
             "region": fields_.region,
             "endpoint": fields_.effective_endpoint,
-            "buckets": list(fields_.buckets),
+            "buckets": list(fields_.buckets if key is None else key.buckets),
             "version": config.version,
         }
+        if key is not None:
+            body |= {"permission": key.permission, "rotatesAt": None if rotates is None else timestamp(rotates)}
     return json_response(body, headers={**NO_STORE, "ETag": format_etag(config.version), **applied})
 
 

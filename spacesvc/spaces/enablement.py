@@ -7,11 +7,10 @@ from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp_apispec import docs
-from marshmallow import RAISE, Schema, fields
+from marshmallow import RAISE, Schema, fields, validate
 
 from spacesvc import postgres
 from spacesvc.changes import CONFIG
-from spacesvc.environments import queries as environments
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.errors import ApiError, validation_error
@@ -19,13 +18,32 @@ from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.http.schemas import JsonBoolean, load_body
+from spacesvc.keys import grants
+from spacesvc.keys.issuers import PERMISSIONS
+from spacesvc.keys.runtime import KEYS
+from spacesvc.keys.service import KEEP, Keep
 from spacesvc.live import LIVE
+from spacesvc.settings import SETTINGS
+
+
+class EnvironmentKeySchema(Schema):
+    accessKey = fields.String(required=True)
+    createdAt = fields.String(required=True)
+    rotatesAt = fields.String(required=True, allow_none=True)
 
 
 class SpacesEnvironmentSchema(Schema):
     id = fields.String(required=True)
     name = fields.String(required=True)
     spacesEnabled = fields.Boolean(required=True)
+    buckets = fields.List(fields.String(), required=True, metadata={"description": "the buckets it is granted"})
+    permission = fields.String(required=True, metadata={"enum": ["read", "readwrite"]})
+    key = fields.Nested(
+        EnvironmentKeySchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "its own key (with a key issuer), never the secret; else null"},
+    )
 
 
 class SpacesEnvironmentListSchema(Schema):
@@ -37,10 +55,22 @@ class EnablementInput(Schema):
         unknown = RAISE
 
     enabled = JsonBoolean(required=True)
+    buckets = fields.List(
+        fields.String(),
+        allow_none=True,
+        validate=validate.Length(max=100),
+        metadata={"description": "a subset of the configuration's buckets; null: all (omitted: as stored)"},
+    )
+    permission = fields.String(validate=validate.OneOf(PERMISSIONS), metadata={"description": "default readwrite"})
 
 
 def invalid_enablement(field: str, failing: Mapping[str, list[str]]) -> ApiError:
-    return validation_error('The body must be {"enabled": true} or {"enabled": false}.', field=field)
+    if field in ("buckets", "permission"):
+        return validation_error(f"{field}: {failing[field][0]}", field=field)
+    return validation_error(
+        'The body must be {"enabled": true} or {"enabled": false}, with optional "buckets" and "permission".',
+        field=field,
+    )
 
 
 class EnablementResultSchema(Schema):
@@ -64,9 +94,8 @@ class SpacesEnvironmentsView(web.View):
     @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
         async with postgres.acquire(self.request.app) as conn:
-            listed = await environments.enablement(conn)
-        body = [{"id": item.id, "name": item.name, "spacesEnabled": item.spaces_enabled} for item in listed]
-        return json_response({"environments": body})
+            listed = await grants.listing(conn, self.request.app[SETTINGS].key_max_age_seconds)
+        return json_response({"environments": listed})
 
     head = get  # HEAD is answered as GET, without the body
 
@@ -94,10 +123,18 @@ class SpacesEnvironmentView(web.View):
         return await run_idempotently(self.request, self._put)
 
     async def _put(self) -> web.Response:
-        enabled = load_body(ENABLEMENT_INPUT, await read_json_object(self.request), invalid_enablement)["enabled"]
-        async with postgres.acquire(self.request.app) as conn:
-            await environments.set_enabled(
-                conn, self.request.match_info["environmentId"], enabled, request_actor(self.request)
+        body = load_body(ENABLEMENT_INPUT, await read_json_object(self.request), invalid_enablement)
+        buckets = body.get("buckets", KEEP)
+        keys = self.request.app[KEYS].keys
+        environment_id = self.request.match_info["environmentId"]
+        try:
+            await keys.set_grants(
+                environment_id,
+                body["enabled"],
+                None if buckets is None else buckets if isinstance(buckets, Keep) else tuple(buckets),
+                body.get("permission"),
+                request_actor(self.request),
             )
-        self.request.app[LIVE].changed(CONFIG)
-        return json_response({"success": True, "enabled": enabled})
+        finally:
+            self.request.app[LIVE].changed(CONFIG)
+        return json_response({"success": True, "enabled": body["enabled"]})

@@ -28,8 +28,8 @@ async def test_every_environment_is_listed_with_spaces_disabled_before_anything_
     body = await (await client.get(SPACES_ENVIRONMENTS, headers=viewer)).json()
     assert body == {
         "environments": [
-            {"id": dev, "name": "dev", "spacesEnabled": False},
-            {"id": prod, "name": "prod", "spacesEnabled": False},
+            {"id": dev, "name": "dev", "spacesEnabled": False, "buckets": [], "permission": "readwrite", "key": None},
+            {"id": prod, "name": "prod", "spacesEnabled": False, "buckets": [], "permission": "readwrite", "key": None},
         ]
     }
 
