@@ -25,8 +25,11 @@ from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.audit.views import MAX_AUDIT_PAGE
 from spacesvc.environments import queries as environments
 from spacesvc.errors import ConfigError, DomainError
+from spacesvc.keys import store as key_store
+from spacesvc.keys.service import Keys
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
+from spacesvc.outbound import Outbound
 from spacesvc.settings import Settings
 from spacesvc.spaces import queries
 from spacesvc.tokens.model import ADMIN_SCOPES, ROLES, SCOPES, TokenError, parse_duration
@@ -83,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd = commands.add_parser("audit", help="read the audit trail").add_subparsers(dest="action", required=True)
     audit_list = audit_cmd.add_parser("list", help="the newest entries first")
     audit_list.add_argument("--limit", type=int, default=100, help="how many entries (1-500, default 100)")
+
+    keys_cmd = commands.add_parser("keys", help="environments' own keys (docs/keys.md)")
+    key_actions = keys_cmd.add_subparsers(dest="action", required=True)
+    key_actions.add_parser("list", help="every key spacesvc records (never a secret)")
+    key_actions.add_parser(
+        "reconcile", help="delete prefixed keys at the issuer that spacesvc has no record of; mint missing ones"
+    )
 
     secrets_cmd = commands.add_parser("secrets", help="manage the stored secret")
     secret_actions = secrets_cmd.add_subparsers(dest="action", required=True)
@@ -356,6 +366,53 @@ async def cmd_audit_list(settings: Settings, args: argparse.Namespace) -> None:
         print(f"{entry.id:>8}  {at}  {what:26}  {entry.resource_id or '-':36}  {entry.actor:20}  {details}")
 
 
+WIDTHS = (20, 36, 9, 24, 10, 20)
+
+
+async def cmd_keys_list(settings: Settings, args: argparse.Namespace) -> None:
+    async with connection(settings) as conn:
+        listed = await key_store.keys(conn)
+    heading = ("ENVIRONMENT", "NAME", "STATE", "ACCESS KEY", "PERMISSION", "CREATED")
+    print("  ".join(f"{title:{width}}" for title, width in zip(heading, WIDTHS, strict=True)) + "  BUCKETS")
+    for key in listed:
+        created = key.created_at.isoformat(timespec="seconds")
+        row = (key.environment_name, key.name, key.state, key.access_key or "-", key.permission, created)
+        columns = "  ".join(f"{value:{width}}" for value, width in zip(row, WIDTHS, strict=True))
+        print(f"{columns}  {','.join(key.buckets)}")
+
+
+async def cmd_keys_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    """One reconciliation, holding the lock the running services' background work takes."""
+    backend = create_backend(settings.secrets)
+    outbound = Outbound(settings.outbound_allow)
+    await backend.start()
+    try:
+        async with connection(settings) as lock:
+            await lock.execute("SELECT pg_advisory_lock($1)", key_store.BACKGROUND_LOCK_ID)
+
+            @asynccontextmanager
+            async def acquire() -> AsyncIterator[asyncpg.Connection]:
+                async with connection(settings) as conn:
+                    yield conn
+
+            keys = Keys(acquire, backend, settings, outbound)
+            async with acquire() as conn:
+                if await keys.issuer(conn) is None:
+                    print("no key issuer is configured: nothing to reconcile")
+                    return 0
+            done = await keys.reconcile()
+            await keys.delete_pending()
+    finally:
+        await outbound.close()
+        await backend.close()
+    for name in done.deleted:
+        print(f"deleted {name} at the issuer: spacesvc had no record of it")
+    for name in done.created:
+        print(f"created {name}: its environment is enabled and had no key")
+    print(f"reconciled: {len(done.deleted)} deleted, {len(done.created)} created")
+    return 0
+
+
 COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int | None]]] = {
     ("migrate", None): cmd_migrate,
     ("tokens", "create"): cmd_tokens_create,
@@ -368,4 +425,6 @@ COMMANDS: dict[tuple[str, str | None], Callable[[Settings, argparse.Namespace], 
     ("environments", "list"): cmd_environments_list,
     ("environments", "delete"): cmd_environments_delete,
     ("audit", "list"): cmd_audit_list,
+    ("keys", "list"): cmd_keys_list,
+    ("keys", "reconcile"): cmd_keys_reconcile,
 }

@@ -142,6 +142,7 @@ class SpacesKeysApi:
             self.waits.append(now - self._throttled_at)
             self._throttled_at = None
         if self.delay:
+            await request.read()  # received whole, as a real API would before it works on it
             await asyncio.sleep(self.delay)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._error(401, "unauthorized", "Unable to authenticate you.")
