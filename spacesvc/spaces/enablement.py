@@ -67,10 +67,7 @@ class EnablementInput(Schema):
 def invalid_enablement(field: str, failing: Mapping[str, list[str]]) -> ApiError:
     if field in ("buckets", "permission"):
         return validation_error(f"{field}: {failing[field][0]}", field=field)
-    return validation_error(
-        'The body must be {"enabled": true} or {"enabled": false}, with optional "buckets" and "permission".',
-        field=field,
-    )
+    return validation_error('The body must be {"enabled": true} or {"enabled": false}.', field=field)
 
 
 class EnablementResultSchema(Schema):
