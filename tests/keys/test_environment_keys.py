@@ -131,7 +131,8 @@ async def spaces_api(s3: MotoS3) -> AsyncIterator[SpacesKeysApi]:
 
 def keys_settings(settings: Settings, s3: MotoS3, api: SpacesKeysApi, prefix: str, **more: object) -> Settings:
     return settings.with_changes(
-        digitalocean_api_url=api.url, iam_endpoint=s3.url, key_prefix=prefix, key_overlap_seconds=3600.0, **more
+        **{"digitalocean_api_url": api.url, "iam_endpoint": s3.url, "key_prefix": prefix, "key_overlap_seconds": 3600.0}
+        | more
     )
 
 
@@ -376,3 +377,131 @@ async def test_reconciliation_deletes_unknown_prefixed_keys_and_mints_missing_on
     assert not await world.can(orphan, "read", OWN)
     assert [info.access_key for info in await issuer.list_keys(foreign_prefix)] == [foreign.access_key]
     await issuer.delete_key(foreign.access_key)
+
+
+async def test_an_environment_never_has_more_than_two_keys(world: World, conn: asyncpg.Connection) -> None:
+    environment_id, _ = await world.environment("web")
+    for _ in range(3):
+        assert (await world.client.post(rotate_path(environment_id), headers=world.admin)).status == 200
+        states = await conn.fetch("SELECT state FROM environment_keys WHERE state <> 'deleting'")
+        assert sorted(row["state"] for row in states) == ["active", "retiring"]
+
+    async def two_left() -> bool:
+        return len(await world.issuer_keys()) == 2
+
+    await eventually(two_left)
+
+
+async def test_keys_are_created_rotated_retired_and_deleted_in_the_audit_trail_without_a_secret(
+    world: World, conn: asyncpg.Connection
+) -> None:
+    environment_id, workload = await world.environment("web")
+    first = await world.credentials(environment_id, workload)
+    await world.client.post(rotate_path(environment_id), headers=world.admin)
+    second = await world.credentials(environment_id, workload)
+
+    async def deleted() -> bool:
+        return bool(
+            await conn.fetchval("SELECT count(*) FROM audit_log WHERE resource_type = 'key' AND action = 'deleted'")
+        )
+
+    await eventually(deleted)
+    rows = await conn.fetch(
+        "SELECT action, details::text AS details FROM audit_log WHERE resource_type = 'key' ORDER BY id"
+    )
+    assert [row["action"] for row in rows] == ["created", "created", "rotated", "retired", "deleted"]
+    assert first["accessKey"] in rows[0]["details"] and second["accessKey"] in rows[1]["details"]
+    assert_hidden(first["secretKey"], str([dict(row) for row in rows]))
+    assert_hidden(second["secretKey"], str([dict(row) for row in rows]))
+
+
+async def test_deleting_the_environment_or_the_configuration_deletes_the_keys(world: World) -> None:
+    first_id, first = await world.environment("web")
+    second_id, second = await world.environment("jobs")
+    first_key, second_key = await world.credentials(first_id, first), await world.credentials(second_id, second)
+    assert (await world.client.delete(f"/api/environments/{first_id}", headers=world.admin)).status == 200
+
+    async def denied(key: dict) -> bool:
+        return not await world.can(key, "read", OWN)
+
+    await eventually(lambda: denied(first_key))
+    assert await world.can(second_key, "read", OWN)
+    assert (await world.client.delete(SPACES, headers=world.admin)).status == 200
+    await eventually(lambda: denied(second_key))
+    assert await world.issuer_keys() == []
+
+
+@pytest.mark.parametrize("kind", ["digitalocean"])
+async def test_without_a_fetch_the_old_key_is_deleted_once_the_overlap_passed(
+    kind: str,
+    make_client: MakeClient,
+    settings: Settings,
+    s3: MotoS3,
+    spaces_api: SpacesKeysApi,
+    admin: dict,
+    tokens: Tokens,
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    client = await make_client(keys_settings(settings, s3, spaces_api, prefix, key_overlap_seconds=3.0))
+    await configure(client, admin, s3)
+    assert (await client.put(ISSUER, json=issuer_body(kind, s3), headers=admin)).status == 201
+    world = World(client, admin, tokens, s3, kind, prefix, spaces_api)
+    environment_id, workload = await world.environment("web")
+    old = await world.credentials(environment_id, workload)
+    assert (await client.post(rotate_path(environment_id), headers=admin)).status == 200
+    assert await world.can(old, "read", OWN)  # within the overlap, nobody fetched the new key
+
+    async def old_denied() -> bool:
+        return not await world.can(old, "read", OWN)
+
+    await eventually(old_denied)
+
+
+async def test_a_key_older_than_the_maximum_age_is_rotated(
+    make_client: MakeClient,
+    settings: Settings,
+    s3: MotoS3,
+    spaces_api: SpacesKeysApi,
+    admin: dict,
+    tokens: Tokens,
+    conn: asyncpg.Connection,
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    client = await make_client(
+        keys_settings(settings, s3, spaces_api, prefix).with_changes(key_max_age_seconds=86400.0)
+    )
+    await configure(client, admin, s3)
+    assert (await client.put(ISSUER, json=issuer_body("digitalocean", s3), headers=admin)).status == 201
+    world = World(client, admin, tokens, s3, "digitalocean", prefix, spaces_api)
+    environment_id, workload = await world.environment("web")
+    old = await world.credentials(environment_id, workload)
+    assert old["rotatesAt"] is not None
+    await conn.execute("UPDATE environment_keys SET created_at = now() - interval '2 days'")  # a day has passed
+
+    async def rotated() -> bool:
+        return (await world.credentials(environment_id, workload))["accessKey"] != old["accessKey"]
+
+    await eventually(rotated)
+
+
+async def test_with_the_vault_backend_the_issuer_and_the_keys_secrets_are_kept_in_vault(
+    make_client: MakeClient,
+    vault_settings: Settings,
+    s3: MotoS3,
+    spaces_api: SpacesKeysApi,
+    admin: dict,
+    tokens: Tokens,
+    conn: asyncpg.Connection,
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}-"
+    client = await make_client(keys_settings(vault_settings, s3, spaces_api, prefix))
+    await configure(client, admin, s3)
+    assert (await client.put(ISSUER, json=issuer_body("digitalocean", s3), headers=admin)).status == 201
+    world = World(client, admin, tokens, s3, "digitalocean", prefix, spaces_api)
+    environment_id, workload = await world.environment("web", buckets=[OWN])
+    key = await world.credentials(environment_id, workload)
+    assert await world.can(key, "write", OWN) and not await world.can(key, "read", OTHER)
+    # the configuration's own secret is untouched beside them
+    config = await (await client.get(SPACES, headers=admin)).json()
+    assert config["config"]["hasSecretKey"] is True
+    assert await conn.fetchval("SELECT count(*) FROM secret_ciphertexts") == 0
