@@ -166,7 +166,9 @@ class Keys:
                 config_id = await conn.fetchval("SELECT id::text FROM spaces_config")
                 if config_id is None:
                     raise not_configured()
+                newly_enabled = False
                 if enable:
+                    newly_enabled = not await environments.is_enabled(conn, environment_id)
                     await conn.execute(
                         store.UPSERT_GRANTS, config_id, environment_id, True, _array(grants), grants.permission
                     )
@@ -189,7 +191,7 @@ class Keys:
                     )
                 )
                 details = {"name": key.name, "accessKey": key.access_key, "environment": environment_name}
-                if enable:
+                if newly_enabled:
                     await audit.record(
                         conn, Action.ENABLED, Resource.ENVIRONMENT, environment_id, actor, {"name": environment_name}
                     )
@@ -290,20 +292,21 @@ class Keys:
                 details = {"name": old.name, "accessKey": old.access_key, "environment": old.environment_name}
                 await audit.record(conn, Action.RETIRED, Resource.KEY, old.id, SYSTEM, details)
 
-    async def rotate_old(self) -> None:
-        """Keys older than SPACESVC_KEY_MAX_AGE are rotated."""
+    async def rotate_due(self) -> None:
+        """Keys older than SPACESVC_KEY_MAX_AGE, and keys whose grants are no longer their
+        environment's (the configuration's buckets changed), are rotated."""
         max_age = self.settings.key_max_age_seconds
-        if max_age is None:
-            return
         async with self.acquire() as conn:
-            due = [store.key_from(row) for row in await conn.fetch(store.SELECT_DUE_FOR_ROTATION, max_age)]
-        for key in due:
+            due = [store.key_from(row) for row in await conn.fetch(store.SELECT_OUTDATED_GRANTS)]
+            if max_age is not None:
+                due += [store.key_from(row) for row in await conn.fetch(store.SELECT_DUE_FOR_ROTATION, max_age)]
+        for key in {key.id: key for key in due}.values():
             if key.environment_id is None:
                 continue
             try:
                 await self.rotate(key.environment_id, SYSTEM)
             except (Unavailable, NotFound, Conflict) as error:
-                log.warning("key %s is older than SPACESVC_KEY_MAX_AGE but not rotated yet: %s", key.name, error)
+                log.warning("key %s is due for rotation but not rotated yet: %s", key.name, error)
 
     async def reconcile(self) -> Reconciliation:
         """Prefixed keys at the issuer that spacesvc holds no record of are deleted; enabled
@@ -333,7 +336,7 @@ class Keys:
         """One pass of the background work: retire, delete, rotate by age, and reconcile if asked."""
         await self.retire_due()
         await self.delete_pending()
-        await self.rotate_old()
+        await self.rotate_due()
         if reconcile:
             await self.reconcile()
 

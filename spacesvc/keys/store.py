@@ -45,8 +45,15 @@ RETURNING {ISSUER_COLUMNS}
 MARK_ISSUER_DELETED = "UPDATE key_issuer SET deleted = true, version = version + 1, updated_at = now()"
 REMOVE_ISSUER = "DELETE FROM key_issuer"
 
-KEY_COLUMNS = """id::text AS id, environment_id::text AS environment_id, environment_name, name, state, access_key,
-buckets, permission, secret_version, created_at, retire_after, version"""
+
+def key_columns(table: str) -> str:
+    """The columns every query that returns a key reads (see ``key_from``), from ``table``."""
+    return f"""{table}.id::text AS id, {table}.environment_id::text AS environment_id, {table}.environment_name,
+{table}.name, {table}.state, {table}.access_key, {table}.buckets, {table}.permission, {table}.secret_version,
+{table}.created_at, {table}.retire_after, {table}.version"""
+
+
+KEY_COLUMNS = key_columns("environment_keys")
 NEXT_COUNTER = "SELECT nextval('environment_key_counter')"
 INSERT_MINTING = f"""
 INSERT INTO environment_keys (environment_id, environment_name, name, state, buckets, permission)
@@ -111,11 +118,21 @@ WHERE old.state = 'retiring' AND (
           )
     )
 )
-RETURNING {KEY_COLUMNS}
+RETURNING {key_columns("old")}
 """
 SELECT_DUE_FOR_ROTATION = f"""
 SELECT {KEY_COLUMNS} FROM environment_keys
 WHERE state = 'active' AND created_at <= now() - make_interval(secs => $1)
+"""
+# Active keys whose grants are no longer the environment's (the configuration's buckets changed
+# under an environment granted all of them, or its grants were changed in the database).
+SELECT_OUTDATED_GRANTS = f"""
+SELECT {key_columns("k")}
+FROM environment_keys k
+JOIN spaces_environments se ON se.environment_id = k.environment_id
+JOIN spaces_config c ON c.id = se.config_id
+WHERE k.state = 'active' AND se.enabled
+  AND (coalesce(se.buckets, c.buckets) IS DISTINCT FROM k.buckets OR se.permission <> k.permission)
 """
 # Minting rows older than this were left by a crash (a mint finishes within the issuer's deadline).
 STALE_MINTING = f"""

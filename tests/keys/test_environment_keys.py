@@ -505,3 +505,20 @@ async def test_with_the_vault_backend_the_issuer_and_the_keys_secrets_are_kept_i
     config = await (await client.get(SPACES, headers=admin)).json()
     assert config["config"]["hasSecretKey"] is True
     assert await conn.fetchval("SELECT count(*) FROM secret_ciphertexts") == 0
+
+
+async def test_when_the_configurations_buckets_change_a_key_granted_all_of_them_is_rotated_to_follow(
+    world: World,
+) -> None:
+    environment_id, workload = await world.environment("web")
+    old = await world.credentials(environment_id, workload)
+    assert old["buckets"] == [OWN, OTHER]
+    resp = await world.client.patch(SPACES, json={"buckets": [OWN]}, headers=world.admin)
+    assert resp.status == 200
+
+    async def followed() -> bool:
+        return (await world.credentials(environment_id, workload))["buckets"] == [OWN]
+
+    await eventually(followed)
+    new = await world.credentials(environment_id, workload)
+    assert new["accessKey"] != old["accessKey"] and not await world.can(new, "read", OTHER)
