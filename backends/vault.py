@@ -215,7 +215,7 @@ def parse_count(variable: str, text: str | None, default: int) -> int:
     """A whole number of 0 or more; unset is ``default``."""
     if text is None:
         return default
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to isdigit, not to int()
         raise ConfigError(f"{variable}={text!r} must be a whole number (0 leaves it to the mount)")
     return int(text)
 

@@ -145,6 +145,15 @@ def test_secrets_genkey_prints_a_usable_key() -> None:
                 "SPACESVC_SECRET_BACKEND": "vault",
                 "VAULT_ADDR": "http://v:8200",
                 "VAULT_TOKEN": "t",
+                "SPACESVC_VAULT_MAX_VERSIONS": "\u00b2",
+            },
+            "SPACESVC_VAULT_MAX_VERSIONS",
+        ),
+        (
+            {
+                "SPACESVC_SECRET_BACKEND": "vault",
+                "VAULT_ADDR": "http://v:8200",
+                "VAULT_TOKEN": "t",
                 "SPACESVC_VAULT_PATH": "/abs/",
             },
             "SPACESVC_VAULT_PATH",
