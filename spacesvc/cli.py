@@ -136,6 +136,11 @@ async def connection(settings: Settings, wait: float = 0.0) -> AsyncIterator[asy
             await conn.close()
     except postgres.REFUSED_ERRORS as error:
         raise CommandError(postgres.refusal(error, settings.database_url or "")) from None
+    except asyncpg.UndefinedTableError:
+        raise CommandError(
+            f"SPACESVC_DATABASE_URL: the database at {postgres.masked_dsn(settings.database_url or '')} has no "
+            "spacesvc tables yet: run `spacesvc migrate` first (`spacesvc serve` applies the migrations as it starts)"
+        ) from None
 
 
 async def _connect_with_retry(settings: Settings, wait: float) -> asyncpg.Connection:
