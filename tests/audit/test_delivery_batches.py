@@ -4,7 +4,7 @@ delivery still has exactly one entry of its own, committed before it is answered
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -78,10 +78,10 @@ async def test_a_delivery_whose_environment_was_deleted_is_a_404_and_records_not
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> AsyncIterator[LocalPostgres]:
+def cluster(tmp_path: Path) -> Iterator[LocalPostgres]:
     pg = LocalPostgres.create(tmp_path / "deliveries-pg")
     pg.start()
-    yield pg  # type: ignore[misc]
+    yield pg
     pg.destroy()
 
 
