@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from spacesvc import __version__, postgres
+from spacesvc.audit.deliveries import deliveries_ctx
 from spacesvc.audit.views import AuditLogsView, AuditView
 from spacesvc.environments.views import EnvironmentsView, EnvironmentView
 from spacesvc.health import READINESS, READINESS_REPORTED, healthz, readyz
@@ -61,6 +62,7 @@ def create_app(settings: Settings) -> web.Application:
         [
             rate_limits_ctx,
             postgres.pool_ctx,
+            deliveries_ctx,
             live_ctx,
             secret_backend_ctx,
             idempotency.fingerprint_key_ctx,

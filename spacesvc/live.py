@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 from aiohttp import web
@@ -85,6 +85,8 @@ class LiveState:
         self.listening = False
         self._generation = 0
         self._config: SpacesConfig | object | None = _MISSING
+        # the read of the configuration in flight, with the generation it began in
+        self._config_reading: tuple[int, asyncio.Future[SpacesConfig | None]] | None = None
         # every token that may authenticate, by hash (None: not loaded since the last change)
         self._tokens: dict[bytes, _Verified] | None = None
         self._tokens_loaded_at = 0.0
@@ -108,8 +110,22 @@ class LiveState:
         if self.listening and cached is not _MISSING:
             FROM_MEMORY.inc()
             return cached  # type: ignore[return-value]
-        FROM_DATABASE.inc()
+        # Callers that find memory empty share one read begun since the last notification (what
+        # it returns is at least as new as anything notified): a change from another replica
+        # wakes every held watch here at once, and they would each have read PostgreSQL.
+        # Not listening, nothing tells when a read begun earlier went stale: each reads its own.
         generation = self._generation
+        if not self.listening:
+            return await self._read_config(app, generation)
+        reading = self._config_reading
+        if reading is None or reading[0] != generation or reading[1].done():
+            future = asyncio.ensure_future(self._read_config(app, generation))
+            future.add_done_callback(_retrieve)
+            reading = self._config_reading = (generation, future)
+        return await asyncio.shield(reading[1])
+
+    async def _read_config(self, app: web.Application, generation: int) -> SpacesConfig | None:
+        FROM_DATABASE.inc()
         async with postgres.acquire(app) as conn:
             config = await spaces.get_config(conn)
         if self.listening and generation == self._generation and self._config is _MISSING:
@@ -333,6 +349,12 @@ class PerConfig(Generic[T]):
     def keep(self, value: T, config: SpacesConfig, *also: object) -> T:
         self._key, self._value = (config, *also), value
         return value
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """A shared read's error is raised to those who wait for it; none may be left."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _resolve(future: asyncio.Future[None], *_: object) -> None:

@@ -52,13 +52,6 @@ ORDER BY a.id DESC
 LIMIT $5 OFFSET $6
 """
 COUNT_LOGS = f"SELECT count(*) FROM audit_log a {LOG_FILTERS}"
-# A credential delivery, recorded with the environment's name, if the environment still exists.
-INSERT_DELIVERY = f"""
-{INSERT_FROM}
-SELECT '{Action.DELIVERED.value}', '{Resource.CREDENTIALS.value}', e.id::text, $2, $3,
-       jsonb_build_object('environment', e.name, 'token', $4::text, 'version', $5::int)
-FROM environments e WHERE e.id = $1::uuid
-"""
 DELETE_OLDER = "DELETE FROM audit_log WHERE at < now() - $1::interval"
 
 
@@ -80,15 +73,6 @@ async def record(
         actor.request_id,
         orjson.dumps(details or {}).decode(),
     )
-
-
-async def record_delivery(
-    conn: asyncpg.Connection, environment_id: str, actor: Actor, token: str, version: int
-) -> bool:
-    """Record that ``token`` received the credentials of ``version`` in the environment, in one
-    statement; False when the environment no longer exists (nothing recorded)."""
-    status = await conn.execute(INSERT_DELIVERY, environment_id, actor.name, actor.request_id, token, version)
-    return status.endswith(" 1")
 
 
 async def entries(

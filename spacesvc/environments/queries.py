@@ -85,8 +85,13 @@ async def get(conn: asyncpg.Connection, environment_id: str) -> Environment:
     """The environment with this id, for the API (whose routes name environments by id)."""
     row = await conn.fetchrow(SELECT_BY_ID, environment_id)
     if row is None:
-        raise NotFound("No environment has this id.", hint="GET /api/environments lists them.")
+        raise unknown_id()
     return _environment(row)
+
+
+def unknown_id() -> NotFound:
+    """No environment has the id asked for (or it was deleted since)."""
+    return NotFound("No environment has this id.", hint="GET /api/environments lists them.")
 
 
 async def create(conn: asyncpg.Connection, name: str, actor: Actor) -> Environment:

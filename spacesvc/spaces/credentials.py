@@ -8,9 +8,10 @@ Both answer only when the configuration is enabled for the environment (BRIDGEPO
 for people. Each delivery is recorded in the audit trail before it is answered.
 
 A delivery reads what it can from memory: the configuration and its enablement (``spacesvc.live``),
-and, from a backend whose secret changes only with the configuration's version (``db``), the secret
-read for that version; then one statement records it. Anything memory cannot vouch for (not
-configured, not enabled, an environment gone) is decided by the database.
+and the secret read for that version, for as long as the backend allows (``spacesvc.spaces.secret_memory``);
+then its audit entry is committed with the others of its batch (``spacesvc.audit.deliveries``).
+Anything memory cannot vouch for (not configured, not enabled, an environment gone) is decided by
+the database.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from aiohttp import web
 from aiohttp_apispec import docs
 from marshmallow import Schema, fields
 
-from backends import SecretBackend
 from spacesvc import postgres
-from spacesvc.audit import queries as audit
+from spacesvc.audit.deliveries import DELIVERIES, Delivery
 from spacesvc.environments import queries as environments
 from spacesvc.environments.model import Environment
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
@@ -46,13 +46,14 @@ from spacesvc.http.jsonio import json_response
 from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
 from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.instruments import CREDENTIAL_DELIVERIES
-from spacesvc.live import LIVE, PerConfig
+from spacesvc.live import LIVE
 from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.settings import SETTINGS
 from spacesvc.spaces import queries
 from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
 from spacesvc.spaces.schemas import BucketListSchema
+from spacesvc.spaces.secret_memory import SecretMemory
 from spacesvc.tokens.model import CREDENTIALS_SCOPE
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -80,19 +81,19 @@ def enabled_for(config: SpacesConfig, environment_id: str) -> bool:
     return any(item.environment_id == environment_id and item.enabled for item in config.enabled_environments)
 
 
-# The secret of the configuration in memory, from a backend whose secret changes only with the
-# version (SecretBackend.secret_follows_version); any other is read on every delivery, so its
-# outages and revocations show at once.
-secrets_read: PerConfig[str] = PerConfig()
+# The secret of the configuration in memory (SecretBackend.secret_kept_seconds says for how long).
+secrets_read = SecretMemory()
 
 
-async def secret_of(conn: asyncpg.Connection, backend: SecretBackend, config: SpacesConfig) -> str | None:
-    secret = secrets_read.get(config, backend)
-    if secret is None:
-        secret = await queries.stored_secret(conn, backend, config)
-        if secret is not None and backend.secret_follows_version:
-            secrets_read.keep(secret, config, backend)
-    return secret
+async def secret_of(app: web.Application, config: SpacesConfig) -> str | None:
+    """The secret to deliver with ``config``; a pool connection only when it is not in memory."""
+    backend = app[SECRET_BACKEND]
+
+    async def read() -> str | None:
+        async with postgres.acquire(app) as conn:
+            return await queries.stored_secret(conn, backend, config)
+
+    return await secrets_read.secret(config, backend, read)
 
 
 async def enabled_config(conn: asyncpg.Connection, environment_id: str) -> tuple[Environment, SpacesConfig]:
@@ -170,19 +171,17 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
         applied = {"Preference-Applied": f"wait={wait}"}
     if not_modified(request, config.version):
         return not_modified_response(config.version, {**NO_STORE, **applied})
-    async with postgres.acquire(app) as conn:
-        secret = await secret_of(conn, app[SECRET_BACKEND], config)
-        if secret is None:
-            raise NotFound(
-                "No secretKey is stored for the Spaces configuration.",
-                hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
-            )
-        delivered = request.method != "HEAD"  # HEAD is answered as GET, but delivers (and records) nothing
-        if delivered and not await audit.record_delivery(
-            conn, environment_id, request_actor(request), principal.name, config.version
-        ):
-            await environments.get(conn, environment_id)  # gone since: its 404
+    secret = await secret_of(app, config)
+    if secret is None:
+        raise NotFound(
+            "No secretKey is stored for the Spaces configuration.",
+            hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
+        )
+    delivered = request.method != "HEAD"  # HEAD is answered as GET, but delivers (and records) nothing
     if delivered:
+        delivery = Delivery(environment_id, request_actor(request), principal.name, config.version)
+        if not await app[DELIVERIES].record(delivery):
+            raise environments.unknown_id()  # deleted since
         CREDENTIAL_DELIVERIES.inc()
     fields_ = config.fields
     body: dict[str, object]

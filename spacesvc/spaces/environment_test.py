@@ -16,7 +16,6 @@ from spacesvc.errors import NotFound
 from spacesvc.http.authorization import ADMIN_OR_OPERATOR, READ, authorize_for_environment
 from spacesvc.http.openapi import SECURITY
 from spacesvc.http.request_context import PRINCIPAL
-from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces.connection import TEST_RESPONSES, answer_test, target_for
 from spacesvc.spaces.credentials import enabled_config, secret_of
 
@@ -43,7 +42,7 @@ class EnvironmentTestView(web.View):
         authorize_for_environment(request[PRINCIPAL], environment_id, ADMIN_OR_OPERATOR, READ)
         async with postgres.acquire(request.app) as conn:
             environment, config = await enabled_config(conn, environment_id)
-            secret = await secret_of(conn, request.app[SECRET_BACKEND], config)
+        secret = await secret_of(request.app, config)
         if secret is None:
             raise NotFound(
                 "No secretKey is stored for the Spaces configuration.",
