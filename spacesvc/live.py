@@ -246,14 +246,20 @@ class LiveState:
                 await self._config_changed.wait()
 
     async def watch(
-        self, app: web.Application, config: SpacesConfig, wait: int, recheck: Callable[[], Awaitable[None]]
+        self,
+        app: web.Application,
+        config: SpacesConfig,
+        wait: int,
+        recheck: Callable[[], Awaitable[None]],
+        token_expires_at: datetime | None = None,
     ) -> SpacesConfig | None:
         """A held read (``Prefer: wait``): until the configuration's version moves on from
         ``config``'s, ``wait`` seconds pass or the process shuts down; returns what is current then
         (None: it was deleted). Everything a read of the configuration or of the credentials
         depends on (the fields, the secret, the enablement, an environment's deletion) moves it on.
-        ``recheck`` runs after every wake-up (a change of tokens wakes watches too): the caller's
-        token checked again, whose error ends the watch."""
+        ``recheck`` runs after every wake-up (a change of tokens wakes watches too, and so does
+        ``token_expires_at``, which no notification announces): the caller's token checked again,
+        whose error ends the watch."""
         WATCHES.inc()
         try:
             loop = asyncio.get_running_loop()
@@ -263,6 +269,8 @@ class LiveState:
                 left = deadline - loop.time()
                 if left <= 0 or self.stopping:
                     break
+                if token_expires_at is not None:
+                    left = min(left, max((token_expires_at - datetime.now(UTC)).total_seconds(), 0) + 0.01)
                 await self.config_change(left)
                 await recheck()
                 current = await self.config(app)

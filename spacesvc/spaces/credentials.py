@@ -164,7 +164,9 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
     wait = preferred_wait(request)
     applied: dict[str, str] = {}
     if wait is not None and names_version(request, config.version):
-        watched = await app[LIVE].watch(app, config, wait, lambda: authenticate_again(request))
+        watched = await app[LIVE].watch(
+            app, config, wait, lambda: authenticate_again(request), request[PRINCIPAL].expires_at
+        )
         if watched is None or not enabled_for(watched, environment_id):
             watched = await delivered_config(app, environment_id)  # deleted or disabled meanwhile: its 404
         config = watched

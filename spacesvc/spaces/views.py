@@ -29,6 +29,7 @@ from spacesvc.http.errors import readonly_field, validation_error
 from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
+from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.http.schemas import SuccessSchema
 from spacesvc.live import LIVE, PerConfig
 from spacesvc.secret_backend import SECRET_BACKEND
@@ -152,7 +153,9 @@ class SpacesSettingsView(web.View):
         config = await app[LIVE].config(app)
         wait = preferred_wait(request)
         if config is not None and wait is not None and names_version(request, config.version):
-            config = await app[LIVE].watch(app, config, wait, lambda: authenticate_again(self.request))
+            config = await app[LIVE].watch(
+                app, config, wait, lambda: authenticate_again(self.request), self.request[PRINCIPAL].expires_at
+            )
             applied = {"Preference-Applied": f"wait={wait}"}
         else:
             applied = {}
