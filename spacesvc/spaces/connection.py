@@ -127,19 +127,27 @@ async def answer_test(
     environment_id: str | None = None,
 ) -> web.Response:
     """Run the test, record it, and answer: 200 on success, else 400 with the envelope's fields."""
-    success, body = await connection_test(request, target, buckets)
-    details: dict[str, Any] = {
-        "endpoint": endpoint_url(target.endpoint),
-        "outcome": "success" if success else "failure",
-        "result": body["message"] if success else body["error"],
-        "saved": config_id is not None,
-    }
-    if environment_id is not None:
-        details["environment"] = environment_id
-    async with postgres.acquire(request.app) as conn:
-        await audit.record(
-            conn, Action.CONNECTION_TESTED, Resource.SPACES_CONFIG, config_id, request_actor(request), details
-        )
+
+    async def record(outcome: str, result: str) -> None:
+        details: dict[str, Any] = {
+            "endpoint": endpoint_url(target.endpoint),
+            "outcome": outcome,
+            "result": result,
+            "saved": config_id is not None,
+        }
+        if environment_id is not None:
+            details["environment"] = environment_id
+        async with postgres.acquire(request.app) as conn:
+            await audit.record(
+                conn, Action.CONNECTION_TESTED, Resource.SPACES_CONFIG, config_id, request_actor(request), details
+            )
+
+    try:
+        success, body = await connection_test(request, target, buckets)
+    except InvalidInput as refused:  # an endpoint the service never reaches, or a region it cannot sign for
+        await record("refused", refused.message)
+        raise
+    await record("success" if success else "failure", body["message"] if success else body["error"])
     if success:
         return json_response({"success": True, **body})
     error = body.pop("error")
