@@ -10,7 +10,7 @@ from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields
 
 from spacesvc import postgres
-from spacesvc.changes import CONFIG, TOKENS
+from spacesvc.changes import TOKENS
 from spacesvc.environments import queries
 from spacesvc.environments.model import Environment
 from spacesvc.http.authentication import request_actor
@@ -21,6 +21,7 @@ from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.http.schemas import UNKNOWN_FIELD, SuccessSchema, load_body
 from spacesvc.live import LIVE
+from spacesvc.spaces.resource import SPACES
 
 ENVIRONMENT_ID_PARAM = {"in": "path", "name": "id", "required": True, "schema": {"type": "string"}}
 
@@ -117,8 +118,9 @@ class EnvironmentView(web.View):
         return await run_idempotently(self.request, self._delete)
 
     async def _delete(self) -> web.Response:
-        async with postgres.acquire(self.request.app) as conn:
+        app = self.request.app
+        async with app[LIVE].writing(SPACES) as write, postgres.acquire(app) as conn:
             environment = await queries.get(conn, self.request.match_info["id"])
             await queries.delete(conn, environment, request_actor(self.request))
-        self.request.app[LIVE].changed(CONFIG, TOKENS)
+            write.changed(TOKENS)
         return json_response({"success": True})

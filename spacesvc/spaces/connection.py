@@ -28,7 +28,7 @@ from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, JSON, SECURITY, errors,
 from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.s3 import DEADLINE, S3, OutboundFailure, Target, endpoint_url, is_scoped_key
 from spacesvc.secret_backend import SECRET_BACKEND
-from spacesvc.spaces import queries
+from spacesvc.spaces import queries, service
 from spacesvc.spaces.model import SpacesConfig, SpacesFields, not_configured
 from spacesvc.spaces.schemas import (
     BucketListSchema,
@@ -64,7 +64,7 @@ async def _load_saved(
         config = await queries.get_config(conn)
         if config is None:
             raise not_configured()
-        secret = await queries.stored_secret(conn, backend, config) if secret_needed(config.fields) else None
+        secret = await service.stored_secret(conn, backend, config) if secret_needed(config.fields) else None
     return config, secret
 
 

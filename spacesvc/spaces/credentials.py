@@ -49,9 +49,10 @@ from spacesvc.instruments import CREDENTIAL_DELIVERIES
 from spacesvc.live import LIVE, PerConfig
 from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.settings import SETTINGS
-from spacesvc.spaces import queries
+from spacesvc.spaces import queries, service
 from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
+from spacesvc.spaces.resource import SPACES
 from spacesvc.spaces.schemas import BucketListSchema
 from spacesvc.tokens.model import CREDENTIALS_SCOPE
 
@@ -89,7 +90,7 @@ secrets_read: PerConfig[str] = PerConfig()
 async def secret_of(conn: asyncpg.Connection, backend: SecretBackend, config: SpacesConfig) -> str | None:
     secret = secrets_read.get(config, backend)
     if secret is None:
-        secret = await queries.stored_secret(conn, backend, config)
+        secret = await service.stored_secret(conn, backend, config)
         if secret is not None and backend.secret_follows_version:
             secrets_read.keep(secret, config, backend)
     return secret
@@ -163,7 +164,7 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
     wait = preferred_wait(request)
     applied: dict[str, str] = {}
     if wait is not None and names_version(request, config.version):
-        watched = await app[LIVE].watch(app, config, wait, lambda: authenticate_again(request))
+        watched = await app[LIVE].watch(app, SPACES, config, wait, lambda: authenticate_again(request))
         if watched is None or not enabled_for(watched, environment_id):
             watched = await delivered_config(app, environment_id)  # deleted or disabled meanwhile: its 404
         config = watched
@@ -210,7 +211,7 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
 async def delivered_config(app: web.Application, environment_id: str) -> SpacesConfig:
     """The configuration, from memory when it is enabled for the environment there; otherwise the
     database decides (which 404, or the configuration after all)."""
-    config = await app[LIVE].config(app)
+    config = await app[LIVE].read(app, SPACES)
     if config is None or not enabled_for(config, environment_id):
         async with postgres.acquire(app) as conn:
             _, config = await enabled_config(conn, environment_id)

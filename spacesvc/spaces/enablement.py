@@ -10,7 +10,6 @@ from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields
 
 from spacesvc import postgres
-from spacesvc.changes import CONFIG
 from spacesvc.environments import queries as environments
 from spacesvc.http.authentication import request_actor
 from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
@@ -20,6 +19,7 @@ from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.http.schemas import JsonBoolean, load_body
 from spacesvc.live import LIVE
+from spacesvc.spaces.resource import SPACES
 
 
 class SpacesEnvironmentSchema(Schema):
@@ -95,9 +95,10 @@ class SpacesEnvironmentView(web.View):
 
     async def _put(self) -> web.Response:
         enabled = load_body(ENABLEMENT_INPUT, await read_json_object(self.request), invalid_enablement)["enabled"]
-        async with postgres.acquire(self.request.app) as conn:
+        app = self.request.app
+        async with app[LIVE].writing(SPACES) as write, postgres.acquire(app) as conn:
             await environments.set_enabled(
                 conn, self.request.match_info["environmentId"], enabled, request_actor(self.request)
             )
-        self.request.app[LIVE].changed(CONFIG)
+            write.changed()
         return json_response({"success": True, "enabled": enabled})
