@@ -13,7 +13,6 @@ from marshmallow import Schema, fields
 from spacesvc import postgres
 from spacesvc.audit import queries
 from spacesvc.audit.model import ACTIONS, RESOURCE_TYPES, AuditEntry, LogEntry, LogFilters
-from spacesvc.http.authorization import ADMIN, READ, requires
 from spacesvc.http.errors import validation_error
 from spacesvc.http.jsonio import json_response, timestamp
 from spacesvc.http.openapi import SECURITY, errors, ok
@@ -145,7 +144,6 @@ class AuditView(web.View):
         ],
         responses={200: ok(AuditPageSchema, "A page of entries"), **errors(400, 401, 403, 429, 503)},
     )
-    @requires(roles=ADMIN, scope=READ)
     async def get(self) -> web.Response:
         request = self.request
         limit = _query_int(request, "limit", DEFAULT_AUDIT_PAGE, 1, MAX_AUDIT_PAGE)
@@ -184,7 +182,6 @@ class AuditLogsView(web.View):
         ],
         responses={200: ok(LogPageSchema, "A page of entries and the total"), **errors(400, 401, 403, 429, 503)},
     )
-    @requires(roles=ADMIN, scope=READ)
     async def get(self) -> web.Response:
         request = self.request
         limit = _query_int(request, "limit", DEFAULT_LOGS_PAGE, 1, MAX_AUDIT_PAGE)

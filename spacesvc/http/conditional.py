@@ -13,6 +13,9 @@ from aiohttp import web
 from spacesvc.http.errors import validation_error
 from spacesvc.resources.versioned import Preconditions
 
+# A write's preconditions, parsed by the request pipeline where the route's policy takes them.
+PRECONDITIONS: web.RequestKey[Preconditions] = web.RequestKey("preconditions")
+
 # One entity-tag, weak or strong; its group is the opaque tag (the version, for this service's).
 ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
 VERSION = re.compile(r"[0-9]{1,9}")  # ASCII digits only (\d matches other scripts' digits too)

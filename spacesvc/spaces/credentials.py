@@ -30,7 +30,6 @@ from spacesvc.environments.model import Environment
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound
 from spacesvc.http.authentication import authenticate_again, request_actor
-from spacesvc.http.authorization import ANY_ROLE, READ, authorize_for_environment, forbidden_scope
 from spacesvc.http.conditional import (
     IF_NONE_MATCH_PARAM,
     PREFER_PARAM,
@@ -54,7 +53,6 @@ from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
 from spacesvc.spaces.resource import SPACES
 from spacesvc.spaces.schemas import BucketListSchema
-from spacesvc.tokens.model import CREDENTIALS_SCOPE
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -149,15 +147,10 @@ def requested_format(request: web.Request) -> str:
 
 
 async def deliver(request: web.Request, environment_id: str) -> web.Response:
-    """The credentials of ``environment_id`` for the request's token, which must be bound to it; a
-    watch (``Prefer: wait`` with ``If-None-Match`` naming the version) holds until they change."""
+    """The credentials of ``environment_id`` for the request's token (the route's policy saw that
+    it is bound to it); a watch (``Prefer: wait`` with ``If-None-Match`` naming the version) holds
+    until they change."""
     principal = request[PRINCIPAL]
-    if CREDENTIALS_SCOPE not in principal.scopes or principal.environment_id != environment_id:
-        raise forbidden_scope(
-            CREDENTIALS_SCOPE,
-            "Only a token with the scope spaces:credentials, bound to this environment, reads its credentials.",
-            hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
-        )
     wanted = requested_format(request)
     app = request.app
     config = await delivered_config(app, environment_id)
@@ -248,12 +241,7 @@ class OwnCredentialsView(web.View):
     )
     async def get(self) -> web.Response:
         environment_id = self.request[PRINCIPAL].environment_id
-        if environment_id is None:
-            raise forbidden_scope(
-                CREDENTIALS_SCOPE,
-                "Only a token with the scope spaces:credentials, bound to an environment, reads credentials.",
-                hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
-            )
+        assert environment_id is not None  # the route's policy: a token bound to an environment
         return await deliver(self.request, environment_id)
 
     head = get  # HEAD is answered as GET, without the body
@@ -274,7 +262,6 @@ class EnvironmentBucketsView(web.View):
     )
     async def get(self) -> web.Response:
         environment_id = self.request.match_info["id"]
-        authorize_for_environment(self.request[PRINCIPAL], environment_id, ANY_ROLE, READ)
         async with postgres.acquire(self.request.app) as conn:
             await enabled_config(conn, environment_id)
         return json_response(await bucket_list(self.request))

@@ -16,19 +16,17 @@ from spacesvc import postgres
 from spacesvc.audit.model import Action
 from spacesvc.http import conditional
 from spacesvc.http.authentication import authenticate_again, request_actor
-from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.conditional import (
     CREATE_ONLY_PARAM,
     IF_MATCH_PARAM,
+    PRECONDITIONS,
     format_etag,
     names_version,
     not_modified,
     not_modified_response,
-    preconditions,
     preferred_wait,
 )
 from spacesvc.http.errors import readonly_field
-from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
@@ -122,7 +120,6 @@ class SpacesSettingsView(web.View):
             **errors(401, 403, 429, 503),
         },
     )
-    @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
         app, request = self.request.app, self.request
         config = await app[LIVE].read(app, SPACES)
@@ -168,10 +165,8 @@ class SpacesSettingsView(web.View):
             **errors(400, 401, 403, 408, 409, 412, 413, 415, 422, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def put(self) -> web.StreamResponse:
-        conditions = preconditions(self.request, allow_create_only=True)
-        return await run_idempotently(self.request, lambda: self._put(conditions))
+        return await self._put(self.request[PRECONDITIONS])
 
     async def _put(self, conditions: Preconditions) -> web.Response:
         wanted = parse_put(await read_json_object(self.request))
@@ -218,10 +213,8 @@ class SpacesSettingsView(web.View):
             **errors(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def patch(self) -> web.StreamResponse:
-        conditions = preconditions(self.request, allow_create_only=False)
-        return await run_idempotently(self.request, lambda: self._patch(conditions))
+        return await self._patch(self.request[PRECONDITIONS])
 
     async def _patch(self, conditions: Preconditions) -> web.Response:
         patch = parse_patch(await read_json_object(self.request))
@@ -246,10 +239,8 @@ class SpacesSettingsView(web.View):
             **errors(400, 401, 403, 404, 409, 412, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def delete(self) -> web.StreamResponse:
-        conditions = preconditions(self.request, allow_create_only=False)
-        return await run_idempotently(self.request, lambda: self._delete(conditions))
+        return await self._delete(self.request[PRECONDITIONS])
 
     async def _delete(self, conditions: Preconditions) -> web.Response:
         async with self.request.app[LIVE].writing(SPACES) as write, self.connection() as conn:
