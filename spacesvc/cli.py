@@ -28,7 +28,7 @@ from spacesvc.errors import ConfigError, DomainError
 from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
 from spacesvc.settings import Settings
-from spacesvc.spaces import queries
+from spacesvc.spaces import queries, service
 from spacesvc.tokens.model import ADMIN_SCOPES, ROLES, SCOPES, TokenError, parse_duration
 from spacesvc.tokens.queries import count_tokens, create_token, list_tokens, revoke_token
 
@@ -288,8 +288,8 @@ async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> N
     target = create_backend(_backend_settings(args.target, settings))
     try:
         async with connection(settings) as conn:
-            moved = await queries.move_secret(conn, source, target, actor=Actor.command_line())
-    except queries.SecretMoveError as error:
+            moved = await service.move_secret(conn, source, target, actor=Actor.command_line())
+    except service.SecretMoveError as error:
         raise CommandError(str(error)) from None
     finally:
         await source.close()
@@ -307,7 +307,7 @@ async def cmd_secrets_verify(settings: Settings, args: argparse.Namespace) -> in
             if config is None:
                 print("nothing is configured: there is no stored secretKey to verify")
                 return 1
-            elsewhere = queries.held_elsewhere(config, backend)
+            elsewhere = service.held_elsewhere(config, backend)
             if elsewhere is not None:
                 print(f"not verified: {elsewhere.message} ({elsewhere.hint})")
                 return 1

@@ -29,7 +29,7 @@ from spacesvc.live import LIVE, LookupRefused
 from spacesvc.migrate import migration_state
 from spacesvc.recent import Recent
 from spacesvc.secret_backend import SECRET_BACKEND
-from spacesvc.spaces import queries
+from spacesvc.spaces import queries, service
 from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken
 
 # The whole answer within READINESS_TIMEOUT; each check, run side by side, within CHECK_BUDGET,
@@ -113,7 +113,7 @@ async def _secret_backend_check(app: web.Application) -> dict[str, Any]:
         return _check(False, "not checked: the database is not reachable")
     except TimeoutError:
         return _check(False, f"{backend.name}: not checked within {CHECK_BUDGET:g}s (waiting for {waiting_for})")
-    elsewhere = queries.held_elsewhere(config, backend) if health.ok and config is not None else None
+    elsewhere = service.held_elsewhere(config, backend) if health.ok and config is not None else None
     if elsewhere is not None:
         health = Health(False, f"{elsewhere.message} {elsewhere.hint}")
     return _check(health.ok, f"{backend.name}: {health.detail}")

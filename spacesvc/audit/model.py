@@ -36,6 +36,18 @@ class Action(StrEnum):
     BUCKETS_DISCOVERED = "buckets.discovered"
 
 
+# Every resourceType and action the trail may hold: the built-in ones and each versioned
+# resource's (``register``, called when a resource is declared). The API's filters and its
+# document read these lists (the same objects) when they are served.
+RESOURCE_TYPES: list[str] = [resource.value for resource in Resource]
+ACTIONS: list[str] = [action.value for action in Action]
+
+
+def register(resource_type: str, actions: tuple[str, ...]) -> None:
+    for known, names in ((RESOURCE_TYPES, (resource_type,)), (ACTIONS, actions)):
+        known.extend(name for name in names if name not in known)
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who makes a change: a token's name (with the request's id), or the command line."""

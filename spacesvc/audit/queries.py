@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from spacesvc.audit.model import Action, Actor, AuditEntry, LogEntry, LogFilters, Resource
+from spacesvc.audit.model import Actor, AuditEntry, LogEntry, LogFilters, Resource
 
-# An entry's columns, for an INSERT with VALUES or with a SELECT (spaces.queries.FAST_UPDATE)
+# An entry's columns, for an INSERT with VALUES or with a SELECT (a write done in one statement)
 INSERT_FROM = "INSERT INTO audit_log (action, resource_type, resource_id, actor, request_id, details)"
 INSERT_ENTRY = f"{INSERT_FROM} VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
 SELECT_ENTRIES = """
@@ -57,8 +57,8 @@ DELETE_OLDER = "DELETE FROM audit_log WHERE at < now() - $1::interval"
 
 async def record(
     conn: asyncpg.Connection,
-    action: Action,
-    resource_type: Resource,
+    action: str,
+    resource_type: str,
     resource_id: str | None,
     actor: Actor,
     details: dict[str, Any] | None = None,
@@ -66,8 +66,8 @@ async def record(
     """Add an entry; call it inside the transaction of the change it records."""
     await conn.execute(
         INSERT_ENTRY,
-        action.value,
-        resource_type.value,
+        str(action),
+        str(resource_type),
         resource_id,
         actor.name,
         actor.request_id,

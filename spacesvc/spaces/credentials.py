@@ -30,7 +30,6 @@ from spacesvc.environments.model import Environment
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound
 from spacesvc.http.authentication import authenticate_again, request_actor
-from spacesvc.http.authorization import ANY_ROLE, READ, authorize_for_environment, forbidden_scope
 from spacesvc.http.conditional import (
     IF_NONE_MATCH_PARAM,
     PREFER_PARAM,
@@ -49,12 +48,12 @@ from spacesvc.instruments import CREDENTIAL_DELIVERIES
 from spacesvc.live import LIVE
 from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.settings import SETTINGS
-from spacesvc.spaces import queries
+from spacesvc.spaces import queries, service
 from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
+from spacesvc.spaces.resource import SPACES
 from spacesvc.spaces.schemas import BucketListSchema
 from spacesvc.spaces.secret_memory import SecretMemory
-from spacesvc.tokens.model import CREDENTIALS_SCOPE
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -91,7 +90,7 @@ async def secret_of(app: web.Application, config: SpacesConfig) -> str | None:
 
     async def read() -> str | None:
         async with postgres.acquire(app) as conn:
-            return await queries.stored_secret(conn, backend, config)
+            return await service.stored_secret(conn, backend, config)
 
     return await secrets_read.secret(config, backend, read)
 
@@ -149,15 +148,10 @@ def requested_format(request: web.Request) -> str:
 
 
 async def deliver(request: web.Request, environment_id: str) -> web.Response:
-    """The credentials of ``environment_id`` for the request's token, which must be bound to it; a
-    watch (``Prefer: wait`` with ``If-None-Match`` naming the version) holds until they change."""
+    """The credentials of ``environment_id`` for the request's token (the route's policy saw that
+    it is bound to it); a watch (``Prefer: wait`` with ``If-None-Match`` naming the version) holds
+    until they change."""
     principal = request[PRINCIPAL]
-    if CREDENTIALS_SCOPE not in principal.scopes or principal.environment_id != environment_id:
-        raise forbidden_scope(
-            CREDENTIALS_SCOPE,
-            "Only a token with the scope spaces:credentials, bound to this environment, reads its credentials.",
-            hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
-        )
     wanted = requested_format(request)
     app = request.app
     config = await delivered_config(app, environment_id)
@@ -165,7 +159,7 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
     applied: dict[str, str] = {}
     if wait is not None and names_version(request, config.version):
         watched = await app[LIVE].watch(
-            app, config, wait, lambda: authenticate_again(request), request[PRINCIPAL].expires_at
+            app, SPACES, config, wait, lambda: authenticate_again(request), request[PRINCIPAL].expires_at
         )
         if watched is None or not enabled_for(watched, environment_id):
             watched = await delivered_config(app, environment_id)  # deleted or disabled meanwhile: its 404
@@ -211,7 +205,7 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
 async def delivered_config(app: web.Application, environment_id: str) -> SpacesConfig:
     """The configuration, from memory when it is enabled for the environment there; otherwise the
     database decides (which 404, or the configuration after all)."""
-    config = await app[LIVE].config(app)
+    config = await app[LIVE].read(app, SPACES)
     if config is None or not enabled_for(config, environment_id):
         async with postgres.acquire(app) as conn:
             _, config = await enabled_config(conn, environment_id)
@@ -248,12 +242,7 @@ class OwnCredentialsView(web.View):
     )
     async def get(self) -> web.Response:
         environment_id = self.request[PRINCIPAL].environment_id
-        if environment_id is None:
-            raise forbidden_scope(
-                CREDENTIALS_SCOPE,
-                "Only a token with the scope spaces:credentials, bound to an environment, reads credentials.",
-                hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
-            )
+        assert environment_id is not None  # the route's policy: a token bound to an environment
         return await deliver(self.request, environment_id)
 
     head = get  # HEAD is answered as GET, without the body
@@ -274,7 +263,6 @@ class EnvironmentBucketsView(web.View):
     )
     async def get(self) -> web.Response:
         environment_id = self.request.match_info["id"]
-        authorize_for_environment(self.request[PRINCIPAL], environment_id, ANY_ROLE, READ)
         async with postgres.acquire(self.request.app) as conn:
             await enabled_config(conn, environment_id)
         return json_response(await bucket_list(self.request))

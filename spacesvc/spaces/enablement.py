@@ -10,16 +10,14 @@ from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields
 
 from spacesvc import postgres
-from spacesvc.changes import CONFIG
 from spacesvc.environments import queries as environments
 from spacesvc.http.authentication import request_actor
-from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.errors import ApiError, validation_error
-from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.http.schemas import JsonBoolean, load_body
 from spacesvc.live import LIVE
+from spacesvc.spaces.resource import SPACES
 
 
 class SpacesEnvironmentSchema(Schema):
@@ -61,7 +59,6 @@ class SpacesEnvironmentsView(web.View):
         security=SECURITY,
         responses={200: ok(SpacesEnvironmentListSchema, "The environments"), **errors(401, 403, 429, 503)},
     )
-    @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
         async with postgres.acquire(self.request.app) as conn:
             listed = await environments.enablement(conn)
@@ -89,15 +86,15 @@ class SpacesEnvironmentView(web.View):
             **errors(400, 401, 403, 404, 408, 409, 413, 415, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def put(self) -> web.StreamResponse:
-        return await run_idempotently(self.request, self._put)
+        return await self._put()
 
     async def _put(self) -> web.Response:
         enabled = load_body(ENABLEMENT_INPUT, await read_json_object(self.request), invalid_enablement)["enabled"]
-        async with postgres.acquire(self.request.app) as conn:
+        app = self.request.app
+        async with app[LIVE].writing(SPACES) as write, postgres.acquire(app) as conn:
             await environments.set_enabled(
                 conn, self.request.match_info["environmentId"], enabled, request_actor(self.request)
             )
-        self.request.app[LIVE].changed(CONFIG)
+            write.changed()
         return json_response({"success": True, "enabled": enabled})
