@@ -6,6 +6,7 @@ wrapping the chosen backend: nothing here knows the service's metrics."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,8 +74,8 @@ class SecretBackend(ABC):
     settings_class: ClassVar[type[BackendSettings]]
     writable: ClassVar[bool] = True
     # Whether the secret changes only with the configuration's version (a new version is a new
-    # write through this service), so a process may keep what it read per version. A backend
-    # others can change or revoke behind the service's back (Vault) reads on every delivery.
+    # write through this service), so a process may keep what it read for the whole version
+    # (``secret_kept_seconds``).
     secret_follows_version: ClassVar[bool] = False
     # Shown as the hint when a client sends a secret to a backend that is not writable.
     read_only_hint: ClassVar[str | None] = None
@@ -114,6 +115,14 @@ class SecretBackend(ABC):
 
     async def purge(self, location: SecretLocation) -> None:  # noqa: B027 - an optional hook, not abstract
         """After a deletion has committed: remove what could not be removed inside the transaction."""
+
+    @property
+    def secret_kept_seconds(self) -> float:
+        """How long a process may deliver a secret it read for a configuration version without
+        reading it again: for ever where the secret follows the version; a backend others can
+        change or revoke behind the service's back keeps it no longer than a bound its docs state
+        (0: read on every delivery)."""
+        return math.inf if self.secret_follows_version else 0.0
 
     def has_secret(self, stored: bool) -> bool:
         """Whether a secret is available, given whether the row records one as stored."""

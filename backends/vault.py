@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Mapping
@@ -79,6 +80,10 @@ class VaultSettings(BackendSettings):
     max_versions: int = 2
     # hvac's HTTP timeout; a call is abandoned after ``timeout + 1`` s, well inside a request's life.
     timeout: float = 3.0
+    # Seconds a process delivers the secret it read for a configuration version before reading it
+    # from Vault again: what is done to the secret in Vault alone (destroyed, deleted) shows in
+    # deliveries within this bound (docs/guarantees.md). 0 reads Vault on every delivery.
+    secret_cache: float = 1.0
     # Seconds to wait after the 1st and every later refused login in a row. Vault counts a failure
     # towards its lockout (5) only within 15 minutes of the previous one: 16 minutes apart, one
     # process never has 2 in a row, and 2 replicas with the same stale credential at most 4.
@@ -121,6 +126,9 @@ class VaultSettings(BackendSettings):
             path=get("SPACESVC_VAULT_PATH") or cls.path,
             max_versions=parse_count(
                 "SPACESVC_VAULT_MAX_VERSIONS", get("SPACESVC_VAULT_MAX_VERSIONS"), cls.max_versions
+            ),
+            secret_cache=parse_seconds(
+                "SPACESVC_VAULT_SECRET_CACHE", get("SPACESVC_VAULT_SECRET_CACHE"), cls.secret_cache
             ),
         )
         settings.validate()
@@ -215,9 +223,22 @@ def parse_count(variable: str, text: str | None, default: int) -> int:
     """A whole number of 0 or more; unset is ``default``."""
     if text is None:
         return default
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # "²" is a digit to isdigit, not to int()
         raise ConfigError(f"{variable}={text!r} must be a whole number (0 leaves it to the mount)")
     return int(text)
+
+
+SECONDS = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s)?")
+
+
+def parse_seconds(variable: str, text: str | None, default: float) -> float:
+    """A duration of 0 or more: ``1s``, ``250ms``, or a bare number of seconds; unset is ``default``."""
+    if text is None:
+        return default
+    match = SECONDS.fullmatch(text)
+    if match is None:
+        raise ConfigError(f"{variable}={text!r} must be a duration such as 1s or 250ms (0: none)")
+    return float(match[1]) / (1000 if match[2] == "ms" else 1)
 
 
 def parse_bool(variable: str, text: str | None) -> bool:
@@ -282,6 +303,7 @@ class VaultSecretBackend(SecretBackend):
         "SPACESVC_VAULT_MOUNT",
         "SPACESVC_VAULT_PATH",
         "SPACESVC_VAULT_MAX_VERSIONS",
+        "SPACESVC_VAULT_SECRET_CACHE",
     )
     settings_class: ClassVar[type[BackendSettings]] = VaultSettings
     writable: ClassVar[bool] = True
@@ -298,6 +320,10 @@ class VaultSecretBackend(SecretBackend):
         self._where = f"{config.mount}/{config.path}"
         self._reported: str | None = None  # the problem last logged; None while Vault works
         self._report_lock = threading.Lock()
+
+    @property
+    def secret_kept_seconds(self) -> float:
+        return self._config.secret_cache
 
     async def start(self) -> None:
         log.info("vault backend: %s", self._config.describe())

@@ -1,4 +1,5 @@
-"""The application factory: settings → resources (cleanup contexts) → routes → middlewares.
+"""The application factory: settings → resources (cleanup contexts) → routes (``spacesvc.routes``)
+→ the request pipeline (``spacesvc.http.pipeline``).
 
 ``create_app`` does no I/O; the pool and the secret backend open when the app starts and close
 when it stops.
@@ -11,29 +12,20 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from spacesvc import __version__, postgres
-from spacesvc.audit.views import AuditLogsView, AuditView
-from spacesvc.environments.views import EnvironmentsView, EnvironmentView
-from spacesvc.health import READINESS, READINESS_REPORTED, healthz, readyz
-from spacesvc.http import idempotency
-from spacesvc.http.authentication import authentication_middleware
-from spacesvc.http.envelope import error_middleware
+from spacesvc.audit.deliveries import deliveries_ctx
+from spacesvc.health import READINESS, READINESS_REPORTED
+from spacesvc.http import idempotency, pipeline
 from spacesvc.http.openapi import setup_openapi
-from spacesvc.http.ratelimit import rate_limit_middleware, rate_limits_ctx
-from spacesvc.http.request_context import request_context_middleware
+from spacesvc.http.ratelimit import rate_limits_ctx
 from spacesvc.keys.runtime import keys_ctx
-from spacesvc.keys.views import IssuerTestView, IssuerView, RotateView
 from spacesvc.lifecycle import setup_lifecycle
 from spacesvc.live import live_ctx
-from spacesvc.metrics import RENDERED, metrics_ctx, metrics_view
+from spacesvc.metrics import RENDERED, metrics_ctx
 from spacesvc.recent import Recent
+from spacesvc.routes import add_routes, declared
 from spacesvc.s3 import S3, S3Client
 from spacesvc.secret_backend import secret_backend_ctx
 from spacesvc.settings import SETTINGS, Settings
-from spacesvc.spaces.connection import SpacesBucketsView, SpacesTestView
-from spacesvc.spaces.credentials import CredentialsView, EnvironmentBucketsView, OwnCredentialsView
-from spacesvc.spaces.enablement import SpacesEnvironmentsView, SpacesEnvironmentView
-from spacesvc.spaces.environment_test import EnvironmentTestView
-from spacesvc.spaces.views import SpacesSettingsView
 from spacesvc.sweeper import sweeper_ctx
 
 
@@ -44,14 +36,7 @@ async def s3_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        client_max_size=settings.max_body_bytes,
-        # outermost first
-        middlewares=[
-            request_context_middleware(metrics=settings.metrics),
-            error_middleware,
-            authentication_middleware,
-            rate_limit_middleware,
-        ],
+        client_max_size=settings.max_body_bytes, middlewares=pipeline.middlewares(metrics=settings.metrics)
     )
     app[SETTINGS] = settings
     app[S3] = S3Client(settings.outbound_allow)
@@ -63,6 +48,7 @@ def create_app(settings: Settings) -> web.Application:
         [
             rate_limits_ctx,
             postgres.pool_ctx,
+            deliveries_ctx,
             live_ctx,
             secret_backend_ctx,
             idempotency.fingerprint_key_ctx,
@@ -72,31 +58,10 @@ def create_app(settings: Settings) -> web.Application:
             keys_ctx,
         ]
     )
-    for view in (
-        SpacesSettingsView,
-        SpacesTestView,
-        SpacesBucketsView,
-        SpacesEnvironmentsView,
-        SpacesEnvironmentView,
-        EnvironmentsView,
-        EnvironmentView,
-        EnvironmentBucketsView,
-        EnvironmentTestView,
-        CredentialsView,
-        OwnCredentialsView,
-        AuditView,
-        AuditLogsView,
-        IssuerView,
-        IssuerTestView,
-        RotateView,
-    ):
-        app.router.add_view(view.URL_PATH, view)
-    app.router.add_get("/healthz", healthz, allow_head=True)
-    app.router.add_get("/readyz", readyz, allow_head=True)
-    if settings.metrics:
-        app.router.add_get("/metrics", metrics_view)
+    add_routes(app, metrics=settings.metrics)
     setup_openapi(app, __version__)
     answer_head_as_get(app)
+    pipeline.declare_policies(app, declared(metrics=settings.metrics))
     return app
 
 

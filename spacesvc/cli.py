@@ -31,7 +31,7 @@ from spacesvc.logs import configure_logging
 from spacesvc.migrate import MigrationError, migrate
 from spacesvc.outbound import Outbound
 from spacesvc.settings import Settings
-from spacesvc.spaces import queries
+from spacesvc.spaces import queries, service
 from spacesvc.tokens.model import ADMIN_SCOPES, ROLES, SCOPES, TokenError, parse_duration
 from spacesvc.tokens.queries import count_tokens, create_token, list_tokens, revoke_token
 
@@ -146,6 +146,11 @@ async def connection(settings: Settings, wait: float = 0.0) -> AsyncIterator[asy
             await conn.close()
     except postgres.REFUSED_ERRORS as error:
         raise CommandError(postgres.refusal(error, settings.database_url or "")) from None
+    except asyncpg.UndefinedTableError:
+        raise CommandError(
+            f"SPACESVC_DATABASE_URL: the database at {postgres.masked_dsn(settings.database_url or '')} has no "
+            "spacesvc tables yet: run `spacesvc migrate` first (`spacesvc serve` applies the migrations as it starts)"
+        ) from None
 
 
 async def _connect_with_retry(settings: Settings, wait: float) -> asyncpg.Connection:
@@ -293,8 +298,8 @@ async def cmd_secrets_migrate(settings: Settings, args: argparse.Namespace) -> N
     target = create_backend(_backend_settings(args.target, settings))
     try:
         async with connection(settings) as conn:
-            moved = await queries.move_secret(conn, source, target, actor=Actor.command_line())
-    except queries.SecretMoveError as error:
+            moved = await service.move_secret(conn, source, target, actor=Actor.command_line())
+    except service.SecretMoveError as error:
         raise CommandError(str(error)) from None
     finally:
         await source.close()
@@ -312,7 +317,7 @@ async def cmd_secrets_verify(settings: Settings, args: argparse.Namespace) -> in
             if config is None:
                 print("nothing is configured: there is no stored secretKey to verify")
                 return 1
-            elsewhere = queries.held_elsewhere(config, backend)
+            elsewhere = service.held_elsewhere(config, backend)
             if elsewhere is not None:
                 print(f"not verified: {elsewhere.message} ({elsewhere.hint})")
                 return 1

@@ -117,15 +117,19 @@ class Delivery:
     etag: str | None
     body: dict[str, Any] = field(repr=False)
     received: float = field(default_factory=time.monotonic)
+    received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def age(self) -> float:
+        return time.monotonic() - self.received
 
     def refresh_in(self) -> float | None:
-        """Seconds until a credential_process answer is half-way to its Expiration (then it is
-        fetched again, though unchanged); None for the other formats."""
+        """Seconds until a credential_process answer is half-way from its receipt to its
+        Expiration (then it is fetched again, though unchanged); None for the other formats."""
         expiration = self.body.get("Expiration")
         if not isinstance(expiration, str):
             return None
-        left = (datetime.fromisoformat(expiration) - datetime.now(UTC)).total_seconds()
-        return self.received + left / 2 - time.monotonic()
+        lifetime = (datetime.fromisoformat(expiration) - self.received_at).total_seconds()
+        return self.received + lifetime / 2 - time.monotonic()
 
 
 class Service:
@@ -368,7 +372,9 @@ class Plan:
             return await self.keep_current(service)
 
     def emit(self, delivery: Delivery) -> None:
-        content = render(self.format, delivery.body)
+        self.put(render(self.format, delivery.body))
+
+    def put(self, content: bytes) -> None:
         if self.out is None:
             sys.stdout.buffer.write(content)
             sys.stdout.flush()
@@ -393,7 +399,15 @@ class Plan:
         child = Child(self.command) if self.command else None
         actions: list[Callable[[Delivery], Awaitable[None]]] = []
         if self.out is not None:
-            actions.append(self._write)
+            written: list[bytes] = []
+
+            async def write(delivery: Delivery) -> None:
+                content = render(self.format, delivery.body)
+                if written != [content]:  # a new version whose rendering is the same leaves the file alone
+                    self.put(content)
+                    written[:] = [content]
+
+            actions.append(write)
         if child is not None:
             actions.append(child.apply)
         watcher = asyncio.create_task(watch(service, actions))
@@ -410,9 +424,6 @@ class Plan:
             watcher.result()  # it ends only with a refusal: raises it
         return 0 if stopped is None else stopped
 
-    async def _write(self, delivery: Delivery) -> None:
-        self.emit(delivery)
-
 
 async def watch(service: Service, actions: Sequence[Callable[[Delivery], Awaitable[None]]]) -> None:
     """Apply every new delivery; the last one stays in force while the service cannot be reached
@@ -422,7 +433,9 @@ async def watch(service: Service, actions: Sequence[Callable[[Delivery], Awaitab
     failures = 0
     while True:
         refresh_in = current.refresh_in() if current is not None else None
-        due = refresh_in is not None and refresh_in <= 0
+        # at most one unconditional fetch a second, even for an Expiration already past by this
+        # machine's clock (every fetch is a delivery in the audit trail)
+        due = refresh_in is not None and refresh_in <= 0 and current is not None and current.age() >= 1
         wait = WATCH_SECONDS if refresh_in is None else max(1, min(WATCH_SECONDS, int(refresh_in)))
         try:
             fresh = await service.fetch(None if due else current, wait)

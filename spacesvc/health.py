@@ -1,9 +1,10 @@
 """``/healthz`` (the process serves) and ``/readyz`` (its dependencies answer).
 
-``/readyz`` is computed at most once a second (sooner when the configuration or the tokens
-changed), however often it is asked. Without an admin token it names each failing check in words
-an operator acts on, leaving out what a secret backend's detail may hold (key ids, mount paths,
-policy text); an admin token gets the detail, which the log has too.
+``/readyz`` is computed at most once a second, however often it is asked and whatever else
+happens meanwhile (a stream of writes does not make it computed more often). Without an admin
+token it names each failing check in words an operator acts on, leaving out what a secret
+backend's detail may hold (key ids, mount paths, policy text); an admin token gets the detail,
+which the log has too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from spacesvc.live import LIVE, LookupRefused
 from spacesvc.migrate import migration_state
 from spacesvc.recent import Recent
 from spacesvc.secret_backend import SECRET_BACKEND
-from spacesvc.spaces import queries
+from spacesvc.spaces import queries, service
 from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken
 
 # The whole answer within READINESS_TIMEOUT; each check, run side by side, within CHECK_BUDGET,
@@ -112,7 +113,7 @@ async def _secret_backend_check(app: web.Application) -> dict[str, Any]:
         return _check(False, "not checked: the database is not reachable")
     except TimeoutError:
         return _check(False, f"{backend.name}: not checked within {CHECK_BUDGET:g}s (waiting for {waiting_for})")
-    elsewhere = queries.held_elsewhere(config, backend) if health.ok and config is not None else None
+    elsewhere = service.held_elsewhere(config, backend) if health.ok and config is not None else None
     if elsewhere is not None:
         health = Health(False, f"{elsewhere.message} {elsewhere.hint}")
     return _check(health.ok, f"{backend.name}: {health.detail}")
@@ -198,7 +199,7 @@ async def readyz(request: web.Request) -> web.Response:
             extra={"checks": {"shutdown": _check(False, "draining: finishing its requests before it stops")}},
         )
     app = request.app
-    checks = await app[READINESS].get(lambda: _bounded_checks(app), key=app[LIVE].generation)
+    checks = await app[READINESS].get(lambda: _bounded_checks(app))
     if not await _from_an_admin(request):
         checks = _for_anyone(checks, app[SECRET_BACKEND].name)
     failing = sorted(name for name, check in checks.items() if not check["ok"])

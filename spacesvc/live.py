@@ -1,11 +1,13 @@
 """State kept in memory for reads, fresh on every replica through PostgreSQL LISTEN/NOTIFY
 (docs/guarantees.md).
 
-Every change that a read here depends on (the configuration and its enablement, a token's
-revocation, an environment's deletion) sends ``NOTIFY spacesvc_changes`` in its own transaction,
-from any process or command (``spacesvc.changes``). Each service process listens on a connection of its
-own and drops what a notification names the moment it arrives, so a change is visible
-everywhere as soon as its commit is delivered.
+Every change that a read here depends on (a versioned resource such as the Spaces configuration
+and its enablement, a token's revocation, an environment's deletion) sends ``NOTIFY
+spacesvc_changes`` in its own transaction, from any process or command (``spacesvc.changes``).
+Versioned resources (``spacesvc.resources.versioned``) are kept by name: ``read`` serves one,
+``writing`` is how this process writes one, ``watch`` holds a read until its version moves on.
+Each service process listens on a connection of its own and drops what a notification names the
+moment it arrives, so a change is visible everywhere as soon as its commit is delivered.
 
 Memory serves a read only while that connection is up and the value was loaded after it
 subscribed; otherwise every read goes to PostgreSQL. A value read from PostgreSQL is kept only
@@ -27,24 +29,25 @@ import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import asyncpg
 from aiohttp import web
 
-from spacesvc import postgres
-from spacesvc.changes import CHANNEL, CONFIG, TOKENS, config_at
+from spacesvc import changes, postgres
+from spacesvc.changes import CHANNEL, TOKENS
 from spacesvc.instruments import CACHE_READS, NOTIFICATIONS, WATCHES, WATCHES_ENDED
+from spacesvc.resources.versioned import Versioned, VersionedResource
 from spacesvc.settings import SETTINGS
-from spacesvc.spaces import queries as spaces
-from spacesvc.spaces.model import SpacesConfig
 from spacesvc.tokens import queries as tokens
 from spacesvc.tokens.model import InvalidToken, Principal, hash_token
 
 log = logging.getLogger("spacesvc.live")
 T = TypeVar("T")
+V = TypeVar("V", bound=Versioned)
 FROM_MEMORY = CACHE_READS.labels("memory")
 FROM_DATABASE = CACHE_READS.labels("database")
 
@@ -78,13 +81,38 @@ class LookupRefused(Exception):
     """The token is not known in memory, and the caller did not allow a database lookup."""
 
 
+class Write(Generic[V]):
+    """A write of a resource by this process (``LiveState.writing``): what memory holds of it, and
+    what the write tells memory when it has committed."""
+
+    def __init__(self, live: LiveState, resource: VersionedResource[V], remembered: V | None) -> None:
+        self._live, self._resource = live, resource
+        self._generation = live.generation
+        self.remembered = remembered  # the value in memory, if it is known fresh
+
+    def kept(self, value: V | None) -> None:
+        """It committed ``value`` (None: deleted): serve it from memory at once, unless a
+        notification came since the write began (then read through)."""
+        live = self._live
+        live.changed(self._resource.name)
+        if live.listening and self._generation + 1 == live.generation:
+            live._values[self._resource.name] = value
+
+    def changed(self, *also: str) -> None:
+        """It committed a change whose result it does not hold (and changed ``also``): drop it."""
+        self._live.changed(self._resource.name, *also)
+
+
 class LiveState:
-    """The configuration and verified tokens, in memory while they are known to be fresh."""
+    """Versioned resources and verified tokens, in memory while they are known to be fresh."""
 
     def __init__(self) -> None:
         self.listening = False
         self._generation = 0
-        self._config: SpacesConfig | object | None = _MISSING
+        # each versioned resource's value by its name (None: there is none); absent: not loaded
+        self._values: dict[str, Any] = {}
+        # each resource's read in flight, with the generation it began in
+        self._reading: dict[str, tuple[int, asyncio.Future[Any]]] = {}
         # every token that may authenticate, by hash (None: not loaded since the last change)
         self._tokens: dict[bytes, _Verified] | None = None
         self._tokens_loaded_at = 0.0
@@ -93,47 +121,60 @@ class LiveState:
         self._unknown: dict[bytes, float] = {}
         # token lookups (and loads) in flight at once: half the pool (live_ctx)
         self.token_lookups = asyncio.Semaphore(1)
-        # set (and replaced) whenever the configuration may have changed: held watches wake on it
-        self._config_changed = asyncio.Event()
-        # this process's writes of the configuration take turns: each starts from what the one
-        # before left in memory, instead of all racing with the same guess (spaces.queries)
-        self.writes = asyncio.Lock()
+        # set (and replaced) whenever something may have changed: held watches wake on it
+        self._changed = asyncio.Event()
+        # this process's writes of a resource take turns: each starts from what the one before
+        # left in memory, instead of all racing with the same guess (``writing``)
+        self._writes: dict[str, asyncio.Lock] = {}
         # set when the process shuts down: held watches are answered at once
         self.stopping = False
 
     # -- reads ------------------------------------------------------------------------------------
 
-    async def config(self, app: web.Application) -> SpacesConfig | None:
-        cached = self._config
+    async def read(self, app: web.Application, resource: VersionedResource[V]) -> V | None:
+        """The resource's value (None: there is none), from memory while it is known fresh."""
+        cached = self._values.get(resource.name, _MISSING)
         if self.listening and cached is not _MISSING:
             FROM_MEMORY.inc()
-            return cached  # type: ignore[return-value]
-        FROM_DATABASE.inc()
+            return cast(V | None, cached)
+        # Callers that find memory empty share one read begun since the last notification (what
+        # it returns is at least as new as anything notified): a change from another replica
+        # wakes every held watch here at once, and they would each have read PostgreSQL.
+        # Not listening, nothing tells when a read begun earlier went stale: each reads its own.
         generation = self._generation
-        async with postgres.acquire(app) as conn:
-            config = await spaces.get_config(conn)
-        if self.listening and generation == self._generation and self._config is _MISSING:
-            self._config = config  # nothing newer came (nor went) while it was read
-        return config
+        if not self.listening:
+            return await self._read(app, resource, generation)
+        reading = self._reading.get(resource.name)
+        if reading is None or reading[0] != generation or reading[1].done():
+            future = asyncio.ensure_future(self._read(app, resource, generation))
+            future.add_done_callback(_retrieve)
+            reading = self._reading[resource.name] = (generation, future)
+        return cast(V | None, await asyncio.shield(reading[1]))
 
-    def remembered_config(self) -> SpacesConfig | None:
-        """The configuration in memory if it is known fresh (None: none is, or nothing is configured)."""
-        cached = self._config
-        if self.listening and isinstance(cached, SpacesConfig):
-            return cached
-        return None
+    async def _read(self, app: web.Application, resource: VersionedResource[V], generation: int) -> V | None:
+        FROM_DATABASE.inc()
+        async with postgres.acquire(app) as conn:
+            value = await resource.load(conn)
+        if self.listening and generation == self._generation and resource.name not in self._values:
+            self._values[resource.name] = value  # nothing newer came (nor went) while it was read
+        return value
+
+    def remembered(self, resource: VersionedResource[V]) -> V | None:
+        """The value in memory if it is known fresh (None: none is, or there is none)."""
+        return self._values.get(resource.name) if self.listening else None
+
+    @asynccontextmanager
+    async def writing(self, resource: VersionedResource[V]) -> AsyncIterator[Write[V]]:
+        """This process's one way to write ``resource``: writes take turns, each offered what
+        memory holds (``Write.remembered``) and telling memory what it committed (``Write.kept``,
+        ``Write.changed``)."""
+        async with self._writes.setdefault(resource.name, asyncio.Lock()):
+            yield Write(self, resource, self.remembered(resource))
 
     @property
     def generation(self) -> int:
         """Moves on with every notification and every loss of the listening connection."""
         return self._generation
-
-    def wrote(self, config: SpacesConfig | None, generation: int) -> None:
-        """This process committed ``config`` (None: deleted): serve it from memory at once, unless a
-        notification came since ``generation`` was read before the write (then read through)."""
-        self.changed(CONFIG)
-        if self.listening and generation + 1 == self._generation:
-            self._config = config
 
     async def principal(self, app: web.Application, token: str, *, lookup_allowed: bool = True) -> Principal:
         """The token's principal; raises tokens.InvalidToken for an unknown, revoked or expired one,
@@ -193,12 +234,12 @@ class LiveState:
     def changed(self, *what: str) -> None:
         """Drop what changed: on a notification, and at once in the process that made the change."""
         self._generation += 1
-        if CONFIG in what:
-            self._config = _MISSING
-            self._wake_watches()
-        if TOKENS in what:
-            self._forget_tokens()
-            self._wake_watches()  # a held watch checks its token again
+        for name in what:
+            if name == TOKENS:
+                self._forget_tokens()  # and a held watch checks its token again
+            else:
+                self._values.pop(name, None)
+        self._wake_watches()
 
     def _forget_tokens(self) -> None:
         self._token_generation += 1
@@ -207,7 +248,7 @@ class LiveState:
 
     def _forget_everything(self) -> None:
         self._generation += 1
-        self._config = _MISSING
+        self._values.clear()
         self._forget_tokens()
         self._wake_watches()
 
@@ -217,54 +258,68 @@ class LiveState:
         self._wake_watches()
 
     def _wake_watches(self) -> None:
-        self._config_changed.set()
-        self._config_changed = asyncio.Event()
+        self._changed.set()
+        self._changed = asyncio.Event()
 
-    async def config_change(self, timeout: float) -> None:
-        """Wait until the configuration may have changed, or ``timeout`` seconds. While nothing
-        listens for changes, the wait is at most WATCH_POLL_SECONDS: the caller reads again."""
+    async def change(self, timeout: float) -> None:
+        """Wait until something may have changed, or ``timeout`` seconds. While nothing listens
+        for changes, the wait is at most WATCH_POLL_SECONDS: the caller reads again."""
         if not self.listening:
             timeout = min(timeout, WATCH_POLL_SECONDS)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                await self._config_changed.wait()
+                await self._changed.wait()
 
     async def watch(
-        self, app: web.Application, config: SpacesConfig, wait: int, recheck: Callable[[], Awaitable[None]]
-    ) -> SpacesConfig | None:
-        """A held read (``Prefer: wait``): until the configuration's version moves on from
-        ``config``'s, ``wait`` seconds pass or the process shuts down; returns what is current then
-        (None: it was deleted). Everything a read of the configuration or of the credentials
-        depends on (the fields, the secret, the enablement, an environment's deletion) moves it on.
-        ``recheck`` runs after every wake-up (a change of tokens wakes watches too): the caller's
-        token checked again, whose error ends the watch."""
+        self,
+        app: web.Application,
+        resource: VersionedResource[V],
+        value: V,
+        wait: int,
+        recheck: Callable[[], Awaitable[None]],
+        token_expires_at: datetime | None = None,
+    ) -> V | None:
+        """A held read (``Prefer: wait``): until the resource's version moves on from ``value``'s,
+        ``wait`` seconds pass or the process shuts down; returns what is current then (None: it
+        was deleted). Everything a read of the resource depends on moves its version on (for the
+        Spaces configuration: the fields, the secret, the enablement, an environment's deletion).
+        ``recheck`` runs after every wake-up (a change of tokens wakes watches too, and so does
+        ``token_expires_at``, which no notification announces): the caller's token checked again,
+        whose error ends the watch."""
         WATCHES.inc()
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait
-            current: SpacesConfig | None = config
-            while current is not None and current.version == config.version:
+            current: V | None = value
+            while current is not None and current.version == value.version:
                 left = deadline - loop.time()
                 if left <= 0 or self.stopping:
                     break
-                await self.config_change(left)
+                if token_expires_at is not None:
+                    left = min(left, max((token_expires_at - datetime.now(UTC)).total_seconds(), 0) + 0.01)
+                await self.change(left)
                 await recheck()
-                current = await self.config(app)
+                current = await self.read(app, resource)
         finally:
             WATCHES.dec()
-        unchanged = current is not None and current.version == config.version
+        unchanged = current is not None and current.version == value.version
         WATCHES_ENDED.labels("unchanged" if unchanged else "changed").inc()
         return current
 
     def notified(self, payload: str) -> None:
         """A change committed somewhere: drop what it names, unless memory holds that already."""
-        at = config_at(payload)
-        cached = self._config
-        if at is not None and isinstance(cached, SpacesConfig) and cached.id == at[0] and cached.version >= at[1]:
+        change = changes.parse(payload)
+        cached = self._values.get(change.name)
+        if (
+            change.version is not None
+            and cached is not None
+            and cached.id == change.id
+            and cached.version >= change.version
+        ):
             # this process wrote it (or a newer one) and holds it: nothing to drop (a read from
             # PostgreSQL in flight, maybe older, is not kept: memory is taken)
             return
-        self.changed(payload.partition(" ")[0])
+        self.changed(change.name)
 
     def _on_notification(self, conn: object, pid: int, channel: str, payload: str) -> None:
         log.debug("notified of a change: %s", payload)
@@ -314,25 +369,31 @@ class LiveState:
 
 
 class PerConfig(Generic[T]):
-    """One value derived from a configuration, kept while the live state hands out the same
-    configuration object (it hands out a new one when the configuration changes): the key is the
-    objects' identity, never equality. A configuration read from PostgreSQL is a new object each
-    time, so nothing is kept for it."""
+    """One value derived from a resource's value (a configuration), kept while the live state
+    hands out the same object (it hands out a new one when the resource changes): the key is the
+    objects' identity, never equality. A value read from PostgreSQL is a new object each time, so
+    nothing is kept for it."""
 
     def __init__(self) -> None:
         self._key: tuple[object, ...] = ()
         self._value: T | None = None
 
-    def get(self, config: SpacesConfig, *also: object) -> T | None:
+    def get(self, config: object, *also: object) -> T | None:
         """The value kept for ``config`` (and ``also``: e.g. the backend it was derived with), or None."""
         key = self._key
         if len(key) == 1 + len(also) and key[0] is config and all(a is b for a, b in zip(key[1:], also, strict=True)):
             return self._value
         return None
 
-    def keep(self, value: T, config: SpacesConfig, *also: object) -> T:
+    def keep(self, value: T, config: object, *also: object) -> T:
         self._key, self._value = (config, *also), value
         return value
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """A shared read's error is raised to those who wait for it; none may be left."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _resolve(future: asyncio.Future[None], *_: object) -> None:

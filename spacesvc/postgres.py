@@ -37,9 +37,14 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def masked_dsn(dsn: str) -> str:
-    """The DSN with its password hidden, for log lines."""
+    """The DSN with its password hidden, for log lines: in the user-info and in the query
+    (libpq's ``?password=``, which asyncpg takes too)."""
     url = URL(dsn)
-    return str(url.with_password("***")) if url.password else dsn
+    if url.password:
+        url = url.with_password("***")
+    if "password" in url.query:
+        url = url.update_query(password="***")
+    return str(url)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

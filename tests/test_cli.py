@@ -13,6 +13,7 @@ from spacesvc.tokens.model import TOKEN_PATTERN, hash_token
 from tests.backends.contract import OWNER
 from tests.support.api import BODY, SPACES, MakeClient
 from tests.support.cli import clean_env, run, service_env
+from tests.support.database import fresh_database
 from tests.support.secrecy import SECRET, TEST_KEY, assert_hidden, keys_env
 
 
@@ -145,6 +146,15 @@ def test_secrets_genkey_prints_a_usable_key() -> None:
                 "SPACESVC_SECRET_BACKEND": "vault",
                 "VAULT_ADDR": "http://v:8200",
                 "VAULT_TOKEN": "t",
+                "SPACESVC_VAULT_MAX_VERSIONS": "\u00b2",
+            },
+            "SPACESVC_VAULT_MAX_VERSIONS",
+        ),
+        (
+            {
+                "SPACESVC_SECRET_BACKEND": "vault",
+                "VAULT_ADDR": "http://v:8200",
+                "VAULT_TOKEN": "t",
                 "SPACESVC_VAULT_PATH": "/abs/",
             },
             "SPACESVC_VAULT_PATH",
@@ -242,3 +252,12 @@ async def test_environments_are_managed_from_the_command_line_and_bind_tokens(
         ("environment", "deleted"),
     ]
     assert all(row["actor"].startswith("cli:") for row in actions)
+
+
+async def test_a_command_on_a_database_not_migrated_yet_says_to_migrate_first(pg_admin_url: str) -> None:
+    async with fresh_database(pg_admin_url, "unmigrated") as url:
+        for command in (["tokens", "list"], ["environments", "create", "prod"]):
+            result = run(*command, env=service_env(url))
+            assert result.returncode == 2
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1 and "run `spacesvc migrate` first" in lines[0], result.stderr

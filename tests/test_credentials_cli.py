@@ -199,6 +199,27 @@ async def test_a_reader_of_the_out_file_never_sees_a_partial_file(
     assert [path.name for path in out.parent.iterdir()] == ["credentials.json"]  # no temporary file left
 
 
+async def test_a_new_version_with_the_same_rendering_leaves_the_out_file_alone(
+    client: TestClient, admin: dict, tokens: Tokens, tmp_path: Path, running: list[asyncio.subprocess.Process]
+) -> None:
+    """A file watcher reloads on every rewrite: only a change of what the file says rewrites it."""
+    token_file = await workload_token_file(client, admin, tokens, tmp_path, BODY)
+    out = tmp_path / "aws.env"
+    watching = ("--format", "env", "--out", str(out), "--watch")
+    await start(running, "--url", url_of(client), "--token-file", str(token_file), *watching)
+    await eventually(out.exists, 30, "the first file")
+    first = out.stat().st_ino
+    assert "fra1" not in out.read_text()
+    assert (await client.patch(SPACES, json={"region": "fra1"}, headers=admin)).status == 200
+    await eventually(lambda: "fra1" in out.read_text(), 10, "the file with the new region")
+    rewritten = out.stat().st_ino
+    assert rewritten != first  # what the file says changed: written anew, by rename
+    other = await create_environment(client, admin, "other")
+    await enable(client, admin, other)  # a new version of the configuration; the same credentials
+    await asyncio.sleep(2)  # twice the time a change takes to reach the file
+    assert out.stat().st_ino == rewritten
+
+
 async def test_exec_restarts_the_command_with_the_new_key_and_passes_on_its_exit_status(
     client: TestClient, admin: dict, tokens: Tokens, tmp_path: Path, running: list[asyncio.subprocess.Process]
 ) -> None:

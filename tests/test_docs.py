@@ -12,6 +12,8 @@ from aiohttp.test_utils import TestClient
 
 import backends
 from spacesvc.http.errors import STATUS
+from spacesvc.http.pipeline import Policy, RateClass
+from spacesvc.routes import DOCS, declared
 
 VARIABLE = re.compile(r"^(?:SPACESVC|VAULT)_[A-Z_]+$")
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
@@ -49,6 +51,47 @@ async def test_the_route_table_is_the_openapi_documents(client: TestClient, repo
     rows = table((repo_root / "docs" / "api.md").read_text(), "## Routes")
     written = {row[0].strip("`"): row[3] for row in rows}
     assert written == documented
+
+
+def policies() -> dict[str, Policy]:
+    """The route table's policy of every documented operation ("GET /path")."""
+    return {f"{method} {path}": policy for method, path, policy in declared(metrics=True) if (method, path) not in DOCS}
+
+
+async def test_the_openapi_document_says_what_each_routes_policy_allows(client: TestClient) -> None:
+    """Every operation in the document has a policy, and the document shows it: a bearer token and
+    401 unless public, 403 when a caller can be refused, 429 unless exempt from the request
+    budget, the Idempotency-Key parameter exactly where the route runs once per key, If-Match
+    exactly where it takes preconditions."""
+    spec = await (await client.get("/api/docs/openapi.json")).json()
+    operations = {
+        f"{method.upper()} {path}": operation
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+        if method != "head"
+    }
+    table = policies()
+    assert sorted(operations) == sorted(table)
+    for name, policy in table.items():
+        operation, public = operations[name], policy.access.public
+        statuses = set(operation["responses"])
+        parameters = {parameter["name"] for parameter in operation.get("parameters", [])}
+        assert bool(operation.get("security")) is not public, name
+        assert ("401" in statuses) is not public, name
+        assert ("403" in statuses) is policy.access.forbids, name
+        assert ("429" in statuses) is (policy.rate is RateClass.REQUESTS), name
+        assert ("Idempotency-Key" in parameters) is policy.idempotent, name
+        assert ("If-Match" in parameters) is (policy.conditions is not None), name
+
+
+@pytest.mark.unit
+def test_the_route_tables_who_column_is_the_policy_table(repo_root: Path) -> None:
+    rows = table((repo_root / "docs" / "api.md").read_text(), "## Routes")
+    written = {row[0].strip("`"): row[1] for row in rows}
+    table_ = policies()
+    assert sorted(written) == sorted(table_)
+    for route, who in written.items():
+        assert who.startswith(table_[route].access.who), (route, who, table_[route].access.who)
 
 
 @pytest.mark.unit

@@ -30,7 +30,7 @@ def make_data_dir(parent_mode: int) -> Iterator[Path]:
     data_dir = parent / "data"
     yield data_dir
     pointer = data_dir / POINTER
-    if pointer.exists():
+    if pointer.exists() and Path(pointer.read_text().strip()).parent.parent == CLUSTER_ROOT:
         shutil.rmtree(Path(pointer.read_text().strip()).parent, ignore_errors=True)
     shutil.rmtree(parent, ignore_errors=True)
 
@@ -144,6 +144,22 @@ def test_a_data_dir_of_another_postgresql_major_version_is_refused_and_left_unto
         assert f"PostgreSQL {old_major}" in lines[0] and f"PostgreSQL {bundled}" in lines[0]
         assert "SPACESVC_DATA_DIR" in lines[0] and "pg_dump" in lines[0]
     assert snapshot(data_dir) == before
+
+
+def test_a_pointer_file_naming_another_place_is_refused_and_that_place_left_untouched(data_dir: Path) -> None:
+    """Run as root, the data dir's pointer names where its cluster lives, whose directory is handed
+    to PostgreSQL's user: a pointer written by someone else must not make root hand over theirs."""
+    elsewhere = data_dir.parent / "not-spacesvcs"
+    (elsewhere / "pg").mkdir(parents=True)
+    elsewhere.chmod(0o755)
+    data_dir.mkdir()
+    (data_dir / POINTER).write_text(f"{elsewhere / 'pg'}\n")
+    before = (elsewhere.stat().st_uid, elsewhere.stat().st_mode & 0o7777)
+    result = run("serve", "--port", str(free_port()), env=clean_env(SPACESVC_DATA_DIR=str(data_dir)), timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(data_dir / POINTER) in lines[0] and "remove the file" in lines[0], result.stderr
+    assert (elsewhere.stat().st_uid, elsewhere.stat().st_mode & 0o7777) == before
 
 
 @pytest.mark.parametrize("where", ["private", "traversable"])

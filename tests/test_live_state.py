@@ -12,9 +12,10 @@ import aiohttp
 import asyncpg
 import pytest
 
-from spacesvc.changes import config_at_payload
+from spacesvc.changes import at
 from spacesvc.live import LiveState
 from spacesvc.spaces.model import SpacesConfig, SpacesFields
+from spacesvc.spaces.resource import SPACES as SPACES_RESOURCE
 from tests.support.api import BODY, SPACES, SPACES_ENVIRONMENTS, Tokens
 from tests.support.cli import run, service_env
 from tests.support.postgres import free_port
@@ -167,11 +168,13 @@ async def test_a_process_keeps_what_it_wrote_when_its_own_notification_arrives(c
     written = SpacesConfig("c1", fields, "db", True, None, 5, now, now, "admin")
     live = LiveState()
     live.listening = True
-    live.wrote(written, live.generation)
-    live.notified(config_at_payload("c1", 5))
-    assert live.remembered_config() is written
-    live.notified(config_at_payload("c1", 6))  # another process wrote after it
-    assert live.remembered_config() is None
-    live.wrote(written, live.generation)
-    live.notified(config_at_payload("c2", 1))  # deleted and created again elsewhere
-    assert live.remembered_config() is None
+    async with live.writing(SPACES_RESOURCE) as write:
+        write.kept(written)
+    live.notified(at("config", "c1", 5))
+    assert live.remembered(SPACES_RESOURCE) is written
+    live.notified(at("config", "c1", 6))  # another process wrote after it
+    assert live.remembered(SPACES_RESOURCE) is None
+    async with live.writing(SPACES_RESOURCE) as write:
+        write.kept(written)
+    live.notified(at("config", "c2", 1))  # deleted and created again elsewhere
+    assert live.remembered(SPACES_RESOURCE) is None

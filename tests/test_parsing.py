@@ -78,6 +78,8 @@ def test_a_bad_redis_url_is_refused_without_repeating_it(url: str) -> None:
 def test_a_dsn_in_a_log_line_hides_its_password_only() -> None:
     assert masked_dsn("postgresql://app:s3cret@db:5432/spacesvc") == "postgresql://app:***@db:5432/spacesvc"
     assert masked_dsn("postgresql://app@db/spacesvc") == "postgresql://app@db/spacesvc"
+    masked = masked_dsn("postgresql://app@db/spacesvc?sslmode=require&password=s3cret")
+    assert masked == "postgresql://app@db/spacesvc?sslmode=require&password=***"
 
 
 @pytest.mark.parametrize(

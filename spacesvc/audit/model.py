@@ -17,8 +17,6 @@ class Resource(StrEnum):
     TOKEN = "token"
     SECRET = "secret"
     CREDENTIALS = "credentials"
-    ISSUER = "issuer"
-    KEY = "key"
 
 
 class Action(StrEnum):
@@ -34,11 +32,20 @@ class Action(StrEnum):
     MOVED = "moved"
     REENCRYPTED = "reencrypted"
     DELIVERED = "delivered"
-    ROTATED = "rotated"
-    RETIRED = "retired"
     CONNECTION_TESTED = "connection.tested"
     BUCKETS_DISCOVERED = "buckets.discovered"
-    ISSUER_TESTED = "issuer.tested"
+
+
+# Every resourceType and action the trail may hold: the built-in ones and each versioned
+# resource's (``register``, called when a resource is declared). The API's filters and its
+# document read these lists (the same objects) when they are served.
+RESOURCE_TYPES: list[str] = [resource.value for resource in Resource]
+ACTIONS: list[str] = [action.value for action in Action]
+
+
+def register(resource_type: str, actions: tuple[str, ...]) -> None:
+    for known, names in ((RESOURCE_TYPES, (resource_type,)), (ACTIONS, actions)):
+        known.extend(name for name in names if name not in known)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from spacesvc.audit.model import Action, Actor, AuditEntry, LogEntry, LogFilters, Resource
+from spacesvc.audit.model import Actor, AuditEntry, LogEntry, LogFilters, Resource
 
-# An entry's columns, for an INSERT with VALUES or with a SELECT (spaces.queries.FAST_UPDATE)
+# An entry's columns, for an INSERT with VALUES or with a SELECT (a write done in one statement)
 INSERT_FROM = "INSERT INTO audit_log (action, resource_type, resource_id, actor, request_id, details)"
 INSERT_ENTRY = f"{INSERT_FROM} VALUES ($1, $2, $3, $4, $5, $6::jsonb)"
 SELECT_ENTRIES = """
@@ -52,20 +52,13 @@ ORDER BY a.id DESC
 LIMIT $5 OFFSET $6
 """
 COUNT_LOGS = f"SELECT count(*) FROM audit_log a {LOG_FILTERS}"
-# A credential delivery, recorded with the environment's name, if the environment still exists.
-INSERT_DELIVERY = f"""
-{INSERT_FROM}
-SELECT '{Action.DELIVERED.value}', '{Resource.CREDENTIALS.value}', e.id::text, $2, $3,
-       jsonb_build_object('environment', e.name, 'token', $4::text, 'version', $5::int)
-FROM environments e WHERE e.id = $1::uuid
-"""
 DELETE_OLDER = "DELETE FROM audit_log WHERE at < now() - $1::interval"
 
 
 async def record(
     conn: asyncpg.Connection,
-    action: Action,
-    resource_type: Resource,
+    action: str,
+    resource_type: str,
     resource_id: str | None,
     actor: Actor,
     details: dict[str, Any] | None = None,
@@ -73,22 +66,13 @@ async def record(
     """Add an entry; call it inside the transaction of the change it records."""
     await conn.execute(
         INSERT_ENTRY,
-        action.value,
-        resource_type.value,
+        str(action),
+        str(resource_type),
         resource_id,
         actor.name,
         actor.request_id,
         orjson.dumps(details or {}).decode(),
     )
-
-
-async def record_delivery(
-    conn: asyncpg.Connection, environment_id: str, actor: Actor, token: str, version: int
-) -> bool:
-    """Record that ``token`` received the credentials of ``version`` in the environment, in one
-    statement; False when the environment no longer exists (nothing recorded)."""
-    status = await conn.execute(INSERT_DELIVERY, environment_id, actor.name, actor.request_id, token, version)
-    return status.endswith(" 1")
 
 
 async def entries(

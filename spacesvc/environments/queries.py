@@ -1,5 +1,9 @@
 """The environments' SQL: create, list, find, delete (revoking the tokens bound to one), and the
-Spaces configuration's enablement per environment. Every change is audited in its transaction."""
+Spaces configuration's enablement per environment. Every change is audited in its transaction.
+
+The enablement is part of the configuration's representation (``enabledEnvironments``): changing
+it is a new version of the configuration (``SPACES.bump``, under ``SPACES``'s lock), so ETags,
+conditional reads and watches see it."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.environments.model import NAME, Environment, SpacesEnablement
 from spacesvc.errors import Conflict, InvalidInput, NotFound
 from spacesvc.spaces.model import not_configured
-from spacesvc.spaces.queries import LOCK_FOR_WRITE, WRITE_LOCK_ID
+from spacesvc.spaces.resource import SPACES
 
 ENVIRONMENT_COLUMNS = "id::text AS id, name, created_at"
 SELECT_ENVIRONMENTS = f"SELECT {ENVIRONMENT_COLUMNS} FROM environments ORDER BY name"
@@ -34,17 +38,10 @@ LEFT JOIN spaces_config c ON true
 LEFT JOIN spaces_environments se ON se.environment_id = e.id AND se.config_id = c.id
 ORDER BY e.name
 """
-SELECT_CONFIG_ID = "SELECT id::text FROM spaces_config"
 SELECT_ONE_ENABLEMENT = """
 SELECT enabled FROM spaces_environments WHERE config_id = $1::uuid AND environment_id = $2::uuid
 """
 REMOVE_ENABLEMENT = "DELETE FROM spaces_environments WHERE environment_id = $1::uuid RETURNING config_id"
-# The enablement is part of the configuration's representation (enabledEnvironments): changing it
-# is a new version, so ETags, conditional reads and watches see it.
-BUMP_CONFIG_VERSION = f"""
-UPDATE spaces_config SET version = version + 1, updated_at = now(), updated_by = $1
-RETURNING {changes.CONFIG_AT_SQL} AS notification
-"""
 UPSERT_ENABLEMENT = """
 INSERT INTO spaces_environments (config_id, environment_id, enabled) VALUES ($1, $2::uuid, $3)
 ON CONFLICT (config_id, environment_id) DO UPDATE SET enabled = EXCLUDED.enabled
@@ -85,8 +82,13 @@ async def get(conn: asyncpg.Connection, environment_id: str) -> Environment:
     """The environment with this id, for the API (whose routes name environments by id)."""
     row = await conn.fetchrow(SELECT_BY_ID, environment_id)
     if row is None:
-        raise NotFound("No environment has this id.", hint="GET /api/environments lists them.")
+        raise unknown_id()
     return _environment(row)
+
+
+def unknown_id() -> NotFound:
+    """No environment has the id asked for (or it was deleted since)."""
+    return NotFound("No environment has this id.", hint="GET /api/environments lists them.")
 
 
 async def create(conn: asyncpg.Connection, name: str, actor: Actor) -> Environment:
@@ -106,11 +108,13 @@ async def delete(conn: asyncpg.Connection, environment: Environment, actor: Acto
         for token in await conn.fetch(REVOKE_BOUND_TOKENS, environment.id):
             details = {"name": token["name"], "reason": f"environment {environment.name} deleted"}
             await audit.record(conn, Action.REVOKED, Resource.TOKEN, token["id"], actor, details)
-        await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
+        await SPACES.lock(conn)
         if await conn.fetch(REMOVE_ENABLEMENT, environment.id):
-            await changes.notify(conn, await conn.fetchval(BUMP_CONFIG_VERSION, actor.name))
+            await SPACES.bump(conn, actor)
         await conn.execute(DELETE_ENVIRONMENT, environment.id)
-        await changes.notify(conn, changes.CONFIG, changes.TOKENS)
+        # the credentials of the environment (read with the configuration) are gone too
+        await SPACES.changed(conn)
+        await changes.notify(conn, changes.TOKENS)
         details = {"name": environment.name}
         await audit.record(conn, Action.DELETED, Resource.ENVIRONMENT, environment.id, actor, details)
 
@@ -123,16 +127,14 @@ async def enablement(conn: asyncpg.Connection) -> list[SpacesEnablement]:
 async def set_enabled(conn: asyncpg.Connection, environment_id: str, enabled: bool, actor: Actor) -> Environment:
     """Enable or disable the configuration for an environment; a change is a new version of the
     configuration (a call that changes nothing records nothing)."""
-    async with conn.transaction():
-        await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
-        config_id = await conn.fetchval(SELECT_CONFIG_ID)
-        if config_id is None:
+    async with SPACES.locked(conn) as config:
+        if config is None:
             raise not_configured()
         environment = await get(conn, environment_id)
-        if await conn.fetchval(SELECT_ONE_ENABLEMENT, config_id, environment.id) is enabled:
+        if await conn.fetchval(SELECT_ONE_ENABLEMENT, config.id, environment.id) is enabled:
             return environment
-        await conn.execute(UPSERT_ENABLEMENT, config_id, environment.id, enabled)
-        await changes.notify(conn, await conn.fetchval(BUMP_CONFIG_VERSION, actor.name))
+        await conn.execute(UPSERT_ENABLEMENT, config.id, environment.id, enabled)
+        await SPACES.bump(conn, actor)
         action = Action.ENABLED if enabled else Action.DISABLED
         await audit.record(conn, action, Resource.ENVIRONMENT, environment.id, actor, {"name": environment.name})
     return environment

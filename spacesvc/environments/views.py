@@ -10,17 +10,16 @@ from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields
 
 from spacesvc import postgres
-from spacesvc.changes import CONFIG, TOKENS
+from spacesvc.changes import TOKENS
 from spacesvc.environments import queries
 from spacesvc.environments.model import Environment
 from spacesvc.http.authentication import request_actor
-from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.errors import ApiError, validation_error
-from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.http.schemas import UNKNOWN_FIELD, SuccessSchema, load_body
 from spacesvc.live import LIVE
+from spacesvc.spaces.resource import SPACES
 
 ENVIRONMENT_ID_PARAM = {"in": "path", "name": "id", "required": True, "schema": {"type": "string"}}
 
@@ -70,7 +69,6 @@ class EnvironmentsView(web.View):
         security=SECURITY,
         responses={200: ok(EnvironmentListSchema, "The environments"), **errors(401, 403, 429, 503)},
     )
-    @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
         async with postgres.acquire(self.request.app) as conn:
             listed = await queries.list_environments(conn)
@@ -90,9 +88,8 @@ class EnvironmentsView(web.View):
             **errors(400, 401, 403, 408, 409, 413, 415, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def post(self) -> web.StreamResponse:
-        return await run_idempotently(self.request, self._create)
+        return await self._create()
 
     async def _create(self) -> web.Response:
         name = load_body(ENVIRONMENT_INPUT, await read_json_object(self.request), invalid_environment)["name"]
@@ -112,13 +109,13 @@ class EnvironmentView(web.View):
         parameters=[ENVIRONMENT_ID_PARAM, IDEMPOTENCY_KEY_PARAM],
         responses={200: ok(SuccessSchema, "Deleted", replayable=True), **errors(400, 401, 403, 404, 409, 429, 503)},
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def delete(self) -> web.StreamResponse:
-        return await run_idempotently(self.request, self._delete)
+        return await self._delete()
 
     async def _delete(self) -> web.Response:
-        async with postgres.acquire(self.request.app) as conn:
+        app = self.request.app
+        async with app[LIVE].writing(SPACES) as write, postgres.acquire(app) as conn:
             environment = await queries.get(conn, self.request.match_info["id"])
             await queries.delete(conn, environment, request_actor(self.request))
-        self.request.app[LIVE].changed(CONFIG, TOKENS)
+            write.changed(TOKENS)
         return json_response({"success": True})

@@ -1,6 +1,7 @@
 """Authentication: the bearer token of a request to a protected route becomes its ``Principal``.
 
-Which role and scope an operation needs is checked by the handler (``authorization``).
+Which routes need one, and the role and scope each operation needs, the request pipeline says
+(``spacesvc.http.pipeline``, ``spacesvc.routes``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,8 @@ from spacesvc.audit.model import Actor
 from spacesvc.http.errors import ApiError, ErrorCode
 from spacesvc.http.ratelimit import RATE_LIMITS
 from spacesvc.http.request_context import PRINCIPAL, REQUEST_ID
-from spacesvc.http.types import Handler
 from spacesvc.live import LIVE, LookupRefused
 from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken, Principal
-
-# Routes under /api need a bearer token; the docs (and the health probes, outside /api) do not.
-PROTECTED_PREFIX = "/api/"
-PUBLIC_PREFIX = "/api/docs"
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -28,9 +24,8 @@ def _unauthorized(message: str) -> ApiError:
     )
 
 
-@web.middleware
-async def authentication_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate requests to protected routes.
+async def authenticate(request: web.Request) -> Principal:
+    """The principal of a request to a protected route (``spacesvc.http.pipeline``).
 
     A failed attempt spends the client address's auth-failure budget; once that is spent, further
     failed attempts from the address get 429 instead of 401 (brute-force protection), while a
@@ -38,18 +33,11 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
     to lock everyone behind it out. An address whose budget is spent is answered 429 before any
     database lookup: only a token known in memory is still served from it.
     """
-    path = request.path
-    if (
-        not path.startswith(PROTECTED_PREFIX)
-        or path.startswith(PUBLIC_PREFIX)
-        or request.match_info.http_exception is not None
-    ):
-        return await handler(request)
     failures = request.app[RATE_LIMITS].auth_failures
     address = f"address:{request.remote or 'unknown'}"
     spent = await failures.spent(address) if failures is not None else None
     try:
-        request[PRINCIPAL] = await _authenticate(request, lookup_allowed=spent is None)
+        return await _authenticate(request, lookup_allowed=spent is None)
     except LookupRefused:
         assert failures is not None and spent is not None
         raise failures.exceeded(spent, "Too many failed authentication attempts from this address.") from None
@@ -61,7 +49,6 @@ async def authentication_middleware(request: web.Request, handler: Handler) -> w
                     decision, "Too many failed authentication attempts from this address."
                 ) from None
         raise
-    return await handler(request)
 
 
 async def _authenticate(request: web.Request, *, lookup_allowed: bool = True) -> Principal:

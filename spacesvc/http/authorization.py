@@ -1,15 +1,9 @@
-"""Authorization: which role and scope each operation needs (role is checked before scope)."""
+"""Authorization: the checks a route's policy names (``spacesvc.http.pipeline``); role is checked
+before scope."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
-
-from aiohttp import web
-
 from spacesvc.http.errors import ApiError, ErrorCode
-from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.tokens.model import CREDENTIALS_SCOPE, ROLES, Principal
 
 ANY_ROLE = frozenset(ROLES)
@@ -19,8 +13,12 @@ ADMIN_OR_OPERATOR = frozenset({"admin", "operator"})
 READ = "settings:read"
 WRITE = "settings:write"
 
-ViewT = TypeVar("ViewT", bound=web.View)
-Method = Callable[[ViewT], Awaitable[web.StreamResponse]]
+
+def describe_roles(roles: frozenset[str]) -> str:
+    """As docs/api.md's route table says who may call: "any role", "admin", "admin or operator"."""
+    if roles == ANY_ROLE:
+        return "any role"
+    return " or ".join(sorted(roles))
 
 
 def authorize(principal: Principal, roles: frozenset[str], scope: str) -> None:
@@ -58,15 +56,22 @@ def forbidden_scope(scope: str, message: str | None = None, *, hint: str | None 
     )
 
 
-def requires(*, roles: frozenset[str], scope: str) -> Callable[[Method[ViewT]], Method[ViewT]]:
-    """Decorate a view method: the authenticated token must have one of ``roles`` and ``scope``."""
+def authorize_bound(principal: Principal, environment_id: str) -> None:
+    """An environment's credentials: only a token with spaces:credentials bound to it."""
+    if CREDENTIALS_SCOPE not in principal.scopes or principal.environment_id != environment_id:
+        raise forbidden_scope(
+            CREDENTIALS_SCOPE,
+            "Only a token with the scope spaces:credentials, bound to this environment, reads its credentials.",
+            hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
+        )
 
-    def decorate(method: Method[ViewT]) -> Method[ViewT]:
-        @functools.wraps(method)
-        async def wrapper(view: ViewT) -> web.StreamResponse:
-            authorize(view.request[PRINCIPAL], roles, scope)
-            return await method(view)
 
-        return wrapper
-
-    return decorate
+def authorize_own_environment(principal: Principal) -> None:
+    """The credentials of the token's own environment: a token with spaces:credentials bound to one."""
+    if principal.environment_id is None:
+        raise forbidden_scope(
+            CREDENTIALS_SCOPE,
+            "Only a token with the scope spaces:credentials, bound to an environment, reads credentials.",
+            hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
+        )
+    authorize_bound(principal, principal.environment_id)

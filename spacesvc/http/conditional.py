@@ -1,5 +1,6 @@
 """ETags and conditional requests (RFC 9110): the one ETag format and parser of the service, and
-conditional reads (``If-None-Match``), which answer 304 while the client has the version.
+conditional reads (``If-None-Match``), which answer 304 while the client has the version, and
+a write's preconditions (``If-Match``, ``If-None-Match: *``) for any versioned resource.
 
 An ETag is a version, quoted: ``"3"``; a weak one (``W/"3"``) names the same version."""
 
@@ -8,6 +9,12 @@ from __future__ import annotations
 import re
 
 from aiohttp import web
+
+from spacesvc.http.errors import validation_error
+from spacesvc.resources.versioned import Preconditions
+
+# A write's preconditions, parsed by the request pipeline where the route's policy takes them.
+PRECONDITIONS: web.RequestKey[Preconditions] = web.RequestKey("preconditions")
 
 # One entity-tag, weak or strong; its group is the opaque tag (the version, for this service's).
 ENTITY_TAG = re.compile(r'(?:W/)?"([^"]*)"')
@@ -81,3 +88,32 @@ def preferred_wait(request: web.Request) -> int | None:
     if match is None or int(match[1]) < 1:
         return None
     return min(int(match[1]), MAX_WAIT_SECONDS)
+
+
+IF_MATCH_PARAM = {
+    "in": "header",
+    "name": "If-Match",
+    "required": False,
+    "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
+    "description": 'Make the write conditional on the current version: "<version>" (the ETag).',
+}
+CREATE_ONLY_PARAM = {
+    "in": "header",
+    "name": "If-None-Match",
+    "required": False,
+    "schema": {"type": "string", "enum": ["*"]},
+    "description": "* : create only; fails with 412 if a configuration exists.",
+}
+
+
+def preconditions(request: web.Request, *, allow_create_only: bool) -> Preconditions:
+    """A write's If-Match (one ETag) and If-None-Match (``*``, on a PUT that may create)."""
+    if_match = request.headers.get("If-Match")
+    if_none_match = request.headers.get("If-None-Match")
+    version = None if if_match is None else parse_etag(if_match)
+    if if_match is not None and version is None:
+        message = 'If-Match must be one ETag, "<version>", as returned in the ETag header.'
+        raise validation_error(message, field="If-Match")
+    if if_none_match is not None and (not allow_create_only or if_none_match.strip() != "*"):
+        raise validation_error("If-None-Match is only supported as '*' on PUT.", field="If-None-Match")
+    return Preconditions(if_match=version, create_only=if_none_match is not None)

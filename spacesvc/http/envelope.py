@@ -1,4 +1,5 @@
-"""The error envelope: one middleware turns every failure into the one JSON error body."""
+"""The error envelope: every failure becomes the one JSON error body, at the pipeline's edge
+(``spacesvc.http.pipeline``)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,16 @@ from spacesvc.errors import DomainError, Unavailable
 from spacesvc.http.errors import ApiError, ClientDisconnected, ErrorCode, from_domain, internal_error, validation_error
 from spacesvc.http.jsonio import json_response
 from spacesvc.http.request_context import REQUEST_ID
-from spacesvc.http.types import Handler
 from spacesvc.settings import SETTINGS
 
 error_log = logging.getLogger("spacesvc.error")
 dependency_log = logging.getLogger("spacesvc.dependency")
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the one JSON envelope."""
+def answer_failure(request: web.Request, failure: Exception) -> web.StreamResponse:
+    """The envelope of ``failure``; a client that went away, or an HTTP redirect, is raised again."""
     try:
-        return await handler(request)
+        raise failure
     except ApiError as error:
         return error_response(request, error)
     except DomainError as error:

@@ -1,5 +1,5 @@
 """Rate limits: a budget per token (or, without one, per client address), the failed-auth budget
-per address, where they are kept, and the middleware that spends them.
+per address, and where they are kept (the request pipeline spends them, ``spacesvc.http.pipeline``).
 
 ``SPACESVC_RATE_LIMIT_STORAGE`` chooses where budgets live:
 
@@ -30,8 +30,6 @@ from limits.storage import storage_from_string
 
 from spacesvc.errors import ConfigError
 from spacesvc.http.errors import ApiError, ErrorCode
-from spacesvc.http.request_context import PRINCIPAL
-from spacesvc.http.types import Handler
 from spacesvc.instruments import RATE_LIMIT_STORAGE_ERRORS, RATE_LIMIT_STORAGE_UP, RATE_LIMITED
 from spacesvc.settings import SETTINGS, RateBudget, Settings
 
@@ -248,26 +246,3 @@ async def rate_limits_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         if limits.shared is not None:
             await limits.shared.close()
-
-
-def _exempt(path: str) -> bool:
-    return path in ("/healthz", "/readyz", "/metrics") or path == "/api/docs" or path.startswith("/api/docs/")
-
-
-@web.middleware
-async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Spend one request of the token's budget (or, without a token, the client address's)."""
-    budget = request.app[RATE_LIMITS].requests
-    if budget is None or _exempt(request.path):
-        return await handler(request)
-    principal = request.get(PRINCIPAL)
-    key = f"token:{principal.token_id}" if principal else f"address:{request.remote}"
-    decision = await budget.take(key)
-    if decision is None:
-        return await handler(request)
-    if not decision.allowed:
-        whose = "this token" if principal else "this client address"
-        raise budget.exceeded(decision, f"Rate limit exceeded for {whose}.")
-    response = await handler(request)
-    response.headers.update(budget.headers(decision))
-    return response

@@ -1,6 +1,7 @@
-"""The outermost middleware: a request id for every request, echoed in ``X-Request-ID``, and one
-JSON access-log line when the request ends, and its count and time in the metrics, labelled by
-route template.
+"""The outermost middleware (the pipeline's edge, ``spacesvc.http.pipeline``): a request id for
+every request, echoed in ``X-Request-ID``, the error envelope for every failure, one JSON
+access-log line when the request ends, and its count and time in the metrics, labelled by route
+template.
 
 The keys of what the pipeline stores on a request are here: its id (set here) and its principal
 (set by ``spacesvc.http.authentication``, read by the layers after it and by the access log)."""
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -120,8 +122,12 @@ def route_template(request: web.BaseRequest) -> str:
 request_metrics = RequestMetrics()
 
 
-def request_context_middleware(*, metrics: bool) -> Middleware:
-    """The outermost middleware; with ``metrics``, each answered request is also counted and timed."""
+def request_context_middleware(
+    *, metrics: bool, answer_failure: Callable[[web.Request, Exception], web.StreamResponse]
+) -> Middleware:
+    """The outermost middleware (``spacesvc.http.pipeline``); with ``metrics``, each answered
+    request is also counted and timed. A failure below it is answered by ``answer_failure`` (the
+    error envelope), which may raise it again."""
     observe = request_metrics.observe if metrics else _not_observed
 
     @web.middleware
@@ -132,7 +138,10 @@ def request_context_middleware(*, metrics: bool) -> Middleware:
         started = time.perf_counter()
         status = 500
         try:
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except Exception as failure:
+                response = answer_failure(request, failure)
             status = response.status
             response.headers["X-Request-ID"] = request_id
             return response

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from backends import SecretLocation
-from spacesvc.errors import NotFound, PreconditionFailed
+from spacesvc.errors import NotFound
 from spacesvc.keys.issuers import Grant, Permission
 
 TYPES = ("digitalocean", "aws-iam")
@@ -49,24 +49,6 @@ class IssuerConfig:
     @property
     def secret_location(self) -> SecretLocation:
         return SecretLocation(self.id, self.secret_version, slot=ISSUER_SLOT)
-
-
-@dataclass(frozen=True)
-class IssuerConditions:
-    """``If-Match`` and ``If-None-Match: *`` on the issuer's writes."""
-
-    if_match: int | None = None
-    create_only: bool = False
-
-    def check(self, current: IssuerConfig | None) -> None:
-        if self.create_only and current is not None:
-            raise PreconditionFailed("A key issuer is configured already (If-None-Match: *).")
-        if self.if_match is not None and (current is None or current.version != self.if_match):
-            found = "no issuer is configured" if current is None else f"the current version is {current.version}"
-            raise PreconditionFailed(
-                f"If-Match expected version {self.if_match}, but {found}.",
-                hint="Re-read the issuer (GET) and retry with its ETag.",
-            )
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from spacesvc.keys.aws_iam import AwsIamIssuer
 from spacesvc.keys.digitalocean import DigitalOceanIssuer
 from spacesvc.keys.issuers import Issuer, Permission, key_name, unavailable
 from spacesvc.keys.model import ACTIVE, EnvironmentKey, Grants, IssuerConfig
+from spacesvc.keys.resource import KEY, RETIRED, ROTATED, get_issuer
 from spacesvc.outbound import DEADLINE, Outbound
 from spacesvc.settings import Settings
 from spacesvc.spaces.model import not_configured
@@ -65,7 +66,7 @@ class Keys:
 
     async def issuer(self, conn: asyncpg.Connection, *, deleted_too: bool = False) -> Issuer | None:
         """The configured issuer's client (with its stored secret), or None."""
-        config = await store.get_issuer(conn)
+        config = await get_issuer(conn)
         if config is None or (config.deleted and not deleted_too):
             return None
         secret = await self.backend.read(conn, config.secret_location)
@@ -195,12 +196,12 @@ class Keys:
                     await audit.record(
                         conn, Action.ENABLED, Resource.ENVIRONMENT, environment_id, actor, {"name": environment_name}
                     )
-                await audit.record(conn, Action.CREATED, Resource.KEY, key.id, actor, details)
+                await audit.record(conn, Action.CREATED, KEY, key.id, actor, details)
                 for old in map(store.key_from, retired):
                     await audit.record(
                         conn,
-                        Action.ROTATED,
-                        Resource.KEY,
+                        ROTATED,
+                        KEY,
                         old.id,
                         actor,
                         {"name": old.name, "accessKey": old.access_key, "replacedBy": key.access_key},
@@ -266,7 +267,7 @@ class Keys:
                     await self.backend.delete(conn, key.secret_location)
                     if key.access_key is not None:
                         details = {"name": key.name, "accessKey": key.access_key, "environment": key.environment_name}
-                        await audit.record(conn, Action.DELETED, Resource.KEY, key.id, SYSTEM, details)
+                        await audit.record(conn, Action.DELETED, KEY, key.id, SYSTEM, details)
                 await self.backend.purge(key.secret_location)
         if left == 0:
             async with self.acquire() as conn:
@@ -276,7 +277,7 @@ class Keys:
         return left
 
     async def _drop_deleted_issuer(self, conn: asyncpg.Connection) -> None:
-        config = await store.get_issuer(conn)
+        config = await get_issuer(conn)
         if config is None or not config.deleted or await conn.fetchval(store.COUNT_KEYS):
             return
         async with conn.transaction():
@@ -290,7 +291,7 @@ class Keys:
         async with self.acquire() as conn, conn.transaction():
             for old in map(store.key_from, await conn.fetch(store.RETIRE_DUE)):
                 details = {"name": old.name, "accessKey": old.access_key, "environment": old.environment_name}
-                await audit.record(conn, Action.RETIRED, Resource.KEY, old.id, SYSTEM, details)
+                await audit.record(conn, RETIRED, KEY, old.id, SYSTEM, details)
 
     async def rotate_due(self) -> None:
         """Keys older than SPACESVC_KEY_MAX_AGE, and keys whose grants are no longer their

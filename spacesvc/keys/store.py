@@ -11,28 +11,17 @@ import asyncpg
 
 from backends import SecretBackend
 from spacesvc import changes
-from spacesvc.audit import queries as audit
-from spacesvc.audit.model import Action, Actor, Resource
+from spacesvc.audit.model import Action, Actor
 from spacesvc.errors import Conflict, InvalidInput
 from spacesvc.keys.issuers import Permission
-from spacesvc.keys.model import (
-    DELETING,
-    MINTING,
-    EnvironmentKey,
-    Grants,
-    IssuerConditions,
-    IssuerConfig,
-    IssuerInput,
-    no_issuer,
-)
-from spacesvc.spaces.queries import LOCK_FOR_WRITE, WRITE_LOCK_ID
+from spacesvc.keys.model import DELETING, MINTING, EnvironmentKey, Grants, IssuerConfig, IssuerInput, no_issuer
+from spacesvc.keys.resource import ISSUER, ISSUER_COLUMNS, issuer_from
+from spacesvc.resources.versioned import Preconditions
+from spacesvc.spaces.resource import SPACES
 
 # Held (session-level) by the one process that runs the keys' background work at a time.
 BACKGROUND_LOCK_ID = 0x5BACE5_0021
 
-ISSUER_COLUMNS = """id::text AS id, type, access_key, region, secret_backend, secret_version, version,
-created_at, updated_at, updated_by, deleted"""
-SELECT_ISSUER = f"SELECT {ISSUER_COLUMNS} FROM key_issuer"
 INSERT_ISSUER = f"""
 INSERT INTO key_issuer (type, access_key, region, secret_backend, updated_by) VALUES ($1, $2, $3, $4, $5)
 RETURNING {ISSUER_COLUMNS}
@@ -42,7 +31,10 @@ UPDATE key_issuer SET type = $1, access_key = $2, region = $3, secret_backend = 
     version = $6, updated_at = now(), updated_by = $7
 RETURNING {ISSUER_COLUMNS}
 """
-MARK_ISSUER_DELETED = "UPDATE key_issuer SET deleted = true, version = version + 1, updated_at = now()"
+MARK_ISSUER_DELETED = f"""
+UPDATE key_issuer SET deleted = true, version = version + 1, updated_at = now()
+RETURNING {ISSUER_COLUMNS}
+"""
 REMOVE_ISSUER = "DELETE FROM key_issuer"
 
 
@@ -87,6 +79,7 @@ ORDER BY created_at
 """
 # What a delivery needs in one round trip: whether an issuer is configured, and the environment's
 # active key.
+SELECT_ACTIVE_KEY = f"SELECT {KEY_COLUMNS} FROM environment_keys WHERE environment_id = $1::uuid AND state = 'active'"
 SELECT_DELIVERED = f"""
 SELECT EXISTS (SELECT FROM key_issuer WHERE NOT deleted) AS issuer, k.*
 FROM (SELECT 1) one
@@ -167,12 +160,8 @@ DO UPDATE SET enabled = EXCLUDED.enabled, buckets = EXCLUDED.buckets, permission
 SELECT_CONFIG = "SELECT id::text AS id, buckets FROM spaces_config"
 BUMP_CONFIG_VERSION = f"""
 UPDATE spaces_config SET version = version + 1, updated_at = now(), updated_by = $1
-RETURNING version, {changes.CONFIG_AT_SQL} AS notification
+RETURNING version, {changes.at_sql(SPACES.name, "spaces_config")} AS notification
 """
-
-
-def issuer_from(row: asyncpg.Record) -> IssuerConfig:
-    return IssuerConfig(**dict(row))
 
 
 def key_from(row: asyncpg.Record | dict[str, Any]) -> EnvironmentKey:
@@ -198,14 +187,9 @@ def grants_from(row: asyncpg.Record) -> Grants:
     return Grants(None if buckets is None else tuple(buckets), cast(Permission, row["permission"]))
 
 
-async def get_issuer(conn: asyncpg.Connection) -> IssuerConfig | None:
-    row = await conn.fetchrow(SELECT_ISSUER)
-    return issuer_from(row) if row is not None else None
-
-
 async def lock_for_write(conn: asyncpg.Connection) -> None:
     """Inside a transaction: the configuration's write lock, which enablement also takes."""
-    await conn.execute(LOCK_FOR_WRITE, WRITE_LOCK_ID)
+    await conn.execute(SPACES.lock_sql)
 
 
 async def bump_config(conn: asyncpg.Connection, actor: str) -> int | None:
@@ -225,6 +209,11 @@ async def environment_keys(conn: asyncpg.Connection, environment_id: str) -> lis
     return [key_from(row) for row in await conn.fetch(SELECT_ENVIRONMENT_KEYS, environment_id)]
 
 
+async def active_key(conn: asyncpg.Connection, environment_id: str) -> EnvironmentKey | None:
+    row = await conn.fetchrow(SELECT_ACTIVE_KEY, environment_id)
+    return key_from(row) if row is not None else None
+
+
 async def delivered(conn: asyncpg.Connection, environment_id: str) -> tuple[bool, EnvironmentKey | None]:
     """Whether an issuer is configured, and the environment's active key (if any)."""
     row = await conn.fetchrow(SELECT_DELIVERED, environment_id)
@@ -241,19 +230,17 @@ async def write_issuer(
     conn: asyncpg.Connection,
     backend: SecretBackend,
     wanted: IssuerInput,
-    conditions: IssuerConditions,
+    conditions: Preconditions,
     actor: Actor,
 ) -> tuple[IssuerConfig, bool, bool]:
     """Create or replace the issuer with its secret in one transaction: (issuer, created, changed)."""
-    async with conn.transaction():
-        await lock_for_write(conn)
-        current = await get_issuer(conn)
+    async with ISSUER.locked(conn) as current:
         if current is not None and current.deleted:
             raise Conflict(
                 "The previous key issuer's keys are still being deleted with its credentials.",
                 hint="Retry once they are (spacesvc keys list shows them).",
             )
-        conditions.check(current)
+        conditions.check(current, ISSUER)
         if current is None:
             if wanted.secret is None:
                 field = "apiToken" if wanted.type == "digitalocean" else "secretKey"
@@ -279,7 +266,8 @@ async def write_issuer(
                     actor.name,
                 )
             )
-            await audit.record(conn, Action.CREATED, Resource.ISSUER, issuer.id, actor, {"type": issuer.type})
+            await ISSUER.changed(conn, issuer)
+            await ISSUER.audit(conn, Action.CREATED, issuer.id, actor, {"type": issuer.type})
             return issuer, True, True
         if current.type != wanted.type:
             if await conn.fetchval(COUNT_KEYS):
@@ -321,21 +309,22 @@ async def write_issuer(
             )
             if old != new
         ] + (["secret"] if secret_changed else [])
-        await audit.record(conn, Action.REPLACED, Resource.ISSUER, issuer.id, actor, {"fields": changed})
+        await ISSUER.changed(conn, issuer)
+        await ISSUER.audit(conn, Action.REPLACED, issuer.id, actor, {"fields": changed})
         return issuer, False, True
 
 
-async def delete_issuer(conn: asyncpg.Connection, conditions: IssuerConditions, actor: Actor) -> IssuerConfig:
+async def delete_issuer(conn: asyncpg.Connection, conditions: Preconditions, actor: Actor) -> IssuerConfig:
     """The issuer is marked deleted and every key it minted sent to deletion, in one transaction;
     the row and its secret go once those keys are deleted (``Keys.delete_pending``)."""
-    async with conn.transaction():
-        await lock_for_write(conn)
-        current = await get_issuer(conn)
+    async with ISSUER.locked(conn) as current:
         if current is None or current.deleted:
             raise no_issuer()
-        conditions.check(current)
-        await conn.execute(MARK_ISSUER_DELETED)
+        conditions.check(current, ISSUER)
+        await lock_for_write(conn)
+        deleted = issuer_from(await conn.fetchrow(MARK_ISSUER_DELETED))
         if await conn.execute(SEND_ALL_TO_DELETION) != "UPDATE 0":
             await bump_config(conn, actor.name)
-        await audit.record(conn, Action.DELETED, Resource.ISSUER, current.id, actor, {"type": current.type})
+        await ISSUER.changed(conn, deleted)
+        await ISSUER.audit(conn, Action.DELETED, current.id, actor, {"type": current.type})
     return current

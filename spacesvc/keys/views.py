@@ -10,25 +10,22 @@ from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields, validate
 
 from spacesvc import postgres
-from spacesvc.audit import queries as audit
-from spacesvc.audit.model import Action, Resource
-from spacesvc.changes import CONFIG
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.http.authentication import request_actor
-from spacesvc.http.authorization import ADMIN, READ, WRITE, requires
-from spacesvc.http.conditional import format_etag, parse_etag
+from spacesvc.http.conditional import CREATE_ONLY_PARAM, IF_MATCH_PARAM, PRECONDITIONS, format_etag
 from spacesvc.http.errors import readonly_field, validation_error
-from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
 from spacesvc.http.schemas import SuccessSchema
 from spacesvc.keys import store
-from spacesvc.keys.model import TYPES, IssuerConditions, IssuerConfig, IssuerInput, no_issuer
+from spacesvc.keys.model import TYPES, IssuerConfig, IssuerInput, no_issuer
+from spacesvc.keys.resource import ISSUER, ISSUER_TESTED, get_issuer
 from spacesvc.keys.runtime import KEYS
 from spacesvc.keys.service import rotates_at
 from spacesvc.live import LIVE
 from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.settings import SETTINGS
+from spacesvc.spaces.resource import SPACES
 
 READONLY = ("hasSecret", "version", "createdAt", "updatedAt", "updatedBy", "configured")
 REGION = r"^[a-z0-9][a-z0-9-]{0,31}$"
@@ -84,20 +81,6 @@ class RotationSchema(Schema):
 
 
 INPUT = IssuerInputSchema()
-IF_MATCH = {
-    "in": "header",
-    "name": "If-Match",
-    "required": False,
-    "schema": {"type": "string"},
-    "description": 'Make the write conditional on the issuer\'s version: "<version>" (the ETag).',
-}
-CREATE_ONLY = {
-    "in": "header",
-    "name": "If-None-Match",
-    "required": False,
-    "schema": {"type": "string", "enum": ["*"]},
-    "description": "* : create only; 412 if an issuer is configured.",
-}
 
 
 def present(issuer: IssuerConfig) -> dict[str, Any]:
@@ -112,16 +95,6 @@ def present(issuer: IssuerConfig) -> dict[str, Any]:
     if issuer.type == "aws-iam":
         body |= {"accessKey": issuer.access_key, "region": issuer.region}
     return body
-
-
-def conditions(request: web.Request, *, allow_create_only: bool) -> IssuerConditions:
-    if_match, if_none_match = request.headers.get("If-Match"), request.headers.get("If-None-Match")
-    version = None if if_match is None else parse_etag(if_match)
-    if if_match is not None and version is None:
-        raise validation_error('If-Match must be one ETag, "<version>".', field="If-Match")
-    if if_none_match is not None and (not allow_create_only or if_none_match.strip() != "*"):
-        raise validation_error("If-None-Match is only supported as '*' on PUT.", field="If-None-Match")
-    return IssuerConditions(version, if_none_match is not None)
 
 
 def parse_issuer(body: dict[str, Any]) -> IssuerInput:
@@ -159,10 +132,9 @@ class IssuerView(web.View):
             **errors(401, 403, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=READ)
     async def get(self) -> web.Response:
         async with postgres.acquire(self.request.app) as conn:
-            issuer = await store.get_issuer(conn)
+            issuer = await get_issuer(conn)
         if issuer is None or issuer.deleted:
             return json_response({"configured": False, "issuer": None})
         return json_response(
@@ -178,7 +150,7 @@ class IssuerView(web.View):
         description="The secret (apiToken, secretKey) is write-only, kept by the secret backend; omitted, the "
         "stored one is kept. With the env backend this is 422: minted keys need a backend that can store them.",
         security=SECURITY,
-        parameters=[IF_MATCH, CREATE_ONLY, IDEMPOTENCY_KEY_PARAM],
+        parameters=[IF_MATCH_PARAM, CREATE_ONLY_PARAM, IDEMPOTENCY_KEY_PARAM],
         requestBody=json_body(IssuerInputSchema, "The issuer"),
         responses={
             200: ok(IssuerEnvelopeSchema, "Replaced (or unchanged)", etag=etag_header(always=True), replayable=True),
@@ -186,12 +158,8 @@ class IssuerView(web.View):
             **errors(400, 401, 403, 409, 412, 413, 415, 422, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
-    async def put(self) -> web.StreamResponse:
-        wanted_conditions = conditions(self.request, allow_create_only=True)
-        return await run_idempotently(self.request, lambda: self._put(wanted_conditions))
-
-    async def _put(self, wanted_conditions: IssuerConditions) -> web.Response:
+    async def put(self) -> web.Response:
+        wanted_conditions = self.request[PRECONDITIONS]
         backend = self.request.app[SECRET_BACKEND]
         body = await read_json_object(self.request)
         if not backend.writable:
@@ -203,10 +171,11 @@ class IssuerView(web.View):
                 "mints: run spacesvc with SPACESVC_SECRET_BACKEND=db or vault to use an issuer.",
             )
         wanted = parse_issuer(body)
-        async with postgres.acquire(self.request.app) as conn:
+        async with self.request.app[LIVE].writing(ISSUER) as write, postgres.acquire(self.request.app) as conn:
             issuer, created, _ = await store.write_issuer(
                 conn, backend, wanted, wanted_conditions, request_actor(self.request)
             )
+            write.changed()
         self.request.app[KEYS].wake()
         return json_response(
             {"issuer": present(issuer)}, status=201 if created else 200, headers={"ETag": format_etag(issuer.version)}
@@ -217,18 +186,14 @@ class IssuerView(web.View):
         summary="Remove the key issuer; every key it minted is deleted at it (retried until done)",
         operationId="deleteKeyIssuer",
         security=SECURITY,
-        parameters=[IF_MATCH, IDEMPOTENCY_KEY_PARAM],
+        parameters=[IF_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
         responses={200: ok(SuccessSchema, "Deleted", replayable=True), **errors(400, 401, 403, 404, 412, 429, 503)},
     )
-    @requires(roles=ADMIN, scope=WRITE)
-    async def delete(self) -> web.StreamResponse:
-        wanted_conditions = conditions(self.request, allow_create_only=False)
-        return await run_idempotently(self.request, lambda: self._delete(wanted_conditions))
-
-    async def _delete(self, wanted_conditions: IssuerConditions) -> web.Response:
-        async with postgres.acquire(self.request.app) as conn:
-            await store.delete_issuer(conn, wanted_conditions, request_actor(self.request))
-        self.request.app[LIVE].changed(CONFIG)
+    async def delete(self) -> web.Response:
+        app = self.request.app
+        async with app[LIVE].writing(ISSUER) as write, postgres.acquire(app) as conn:
+            await store.delete_issuer(conn, self.request[PRECONDITIONS], request_actor(self.request))
+            write.changed(SPACES.name)
         await self.request.app[KEYS].keys.delete_pending(first_try=True)
         return json_response({"success": True})
 
@@ -241,12 +206,12 @@ class IssuerTestView(web.View):
         summary="Check the issuer answers and may create keys: mints a key with no grants and deletes it",
         operationId="testKeyIssuer",
         security=SECURITY,
+        parameters=[IDEMPOTENCY_KEY_PARAM],
         responses={
             200: ok(IssuerTestSchema, "The issuer minted and deleted a key"),
             **errors(401, 403, 404, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def post(self) -> web.Response:
         keys = self.request.app[KEYS].keys
         async with postgres.acquire(self.request.app) as conn:
@@ -255,9 +220,7 @@ class IssuerTestView(web.View):
             raise no_issuer()
         await issuer.check()
         async with postgres.acquire(self.request.app) as conn:
-            await audit.record(
-                conn, Action.ISSUER_TESTED, Resource.ISSUER, None, request_actor(self.request), {"type": issuer.kind}
-            )
+            await ISSUER.audit(conn, ISSUER_TESTED, "", request_actor(self.request), {"type": issuer.kind})
         return json_response({"success": True, "message": "The issuer minted and deleted a key."})
 
 
@@ -272,14 +235,13 @@ class RotateView(web.View):
         parameters=[ENVIRONMENT_ID_PARAM, IDEMPOTENCY_KEY_PARAM],
         responses={200: ok(RotationSchema, "Rotated", replayable=True), **errors(401, 403, 404, 409, 429, 503)},
     )
-    @requires(roles=ADMIN, scope=WRITE)
-    async def post(self) -> web.StreamResponse:
-        return await run_idempotently(self.request, self._rotate)
-
-    async def _rotate(self) -> web.Response:
+    async def post(self) -> web.Response:
         app = self.request.app
-        key = await app[KEYS].keys.rotate(self.request.match_info["id"], request_actor(self.request))
-        app[LIVE].changed(CONFIG)
+        async with app[LIVE].writing(SPACES) as write:
+            try:
+                key = await app[KEYS].keys.rotate(self.request.match_info["id"], request_actor(self.request))
+            finally:
+                write.changed()
         at = rotates_at(key, app[SETTINGS].key_max_age_seconds)
         body = {
             "success": True,

@@ -8,9 +8,10 @@ Both answer only when the configuration is enabled for the environment (BRIDGEPO
 for people. Each delivery is recorded in the audit trail before it is answered.
 
 A delivery reads what it can from memory: the configuration and its enablement (``spacesvc.live``),
-and, from a backend whose secret changes only with the configuration's version (``db``), the secret
-read for that version; then one statement records it. Anything memory cannot vouch for (not
-configured, not enabled, an environment gone) is decided by the database.
+and the secret read for that version, for as long as the backend allows (``spacesvc.spaces.secret_memory``);
+then its audit entry is committed with the others of its batch (``spacesvc.audit.deliveries``).
+Anything memory cannot vouch for (not configured, not enabled, an environment gone) is decided by
+the database.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ from aiohttp import web
 from aiohttp_apispec import docs
 from marshmallow import Schema, fields
 
-from backends import SecretBackend
 from spacesvc import postgres
-from spacesvc.audit import queries as audit
+from spacesvc.audit.deliveries import DELIVERIES, Delivery
 from spacesvc.environments import queries as environments
 from spacesvc.environments.model import Environment
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound, Unavailable
 from spacesvc.http.authentication import authenticate_again, request_actor
-from spacesvc.http.authorization import ANY_ROLE, READ, authorize_for_environment, forbidden_scope
 from spacesvc.http.conditional import (
     IF_NONE_MATCH_PARAM,
     PREFER_PARAM,
@@ -47,15 +46,17 @@ from spacesvc.http.openapi import SECURITY, errors, etag_header, ok
 from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.instruments import CREDENTIAL_DELIVERIES
 from spacesvc.keys import store as keys_store
+from spacesvc.keys.resource import ISSUER
 from spacesvc.keys.service import rotates_at
-from spacesvc.live import LIVE, PerConfig
+from spacesvc.live import LIVE
 from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.settings import SETTINGS
-from spacesvc.spaces import queries
+from spacesvc.spaces import queries, service
 from spacesvc.spaces.connection import bucket_list
 from spacesvc.spaces.model import SpacesConfig, not_configured
+from spacesvc.spaces.resource import SPACES
 from spacesvc.spaces.schemas import BucketListSchema
-from spacesvc.tokens.model import CREDENTIALS_SCOPE
+from spacesvc.spaces.secret_memory import SecretMemory
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -94,19 +95,19 @@ def enabled_for(config: SpacesConfig, environment_id: str) -> bool:
     return any(item.environment_id == environment_id and item.enabled for item in config.enabled_environments)
 
 
-# The secret of the configuration in memory, from a backend whose secret changes only with the
-# version (SecretBackend.secret_follows_version); any other is read on every delivery, so its
-# outages and revocations show at once.
-secrets_read: PerConfig[str] = PerConfig()
+# The secret of the configuration in memory (SecretBackend.secret_kept_seconds says for how long).
+secrets_read = SecretMemory()
 
 
-async def secret_of(conn: asyncpg.Connection, backend: SecretBackend, config: SpacesConfig) -> str | None:
-    secret = secrets_read.get(config, backend)
-    if secret is None:
-        secret = await queries.stored_secret(conn, backend, config)
-        if secret is not None and backend.secret_follows_version:
-            secrets_read.keep(secret, config, backend)
-    return secret
+async def secret_of(app: web.Application, config: SpacesConfig) -> str | None:
+    """The secret to deliver with ``config``; a pool connection only when it is not in memory."""
+    backend = app[SECRET_BACKEND]
+
+    async def read() -> str | None:
+        async with postgres.acquire(app) as conn:
+            return await service.stored_secret(conn, backend, config)
+
+    return await secrets_read.secret(config, backend, read)
 
 
 async def enabled_config(conn: asyncpg.Connection, environment_id: str) -> tuple[Environment, SpacesConfig]:
@@ -162,47 +163,45 @@ def requested_format(request: web.Request) -> str:
 
 
 async def deliver(request: web.Request, environment_id: str) -> web.Response:
-    """The credentials of ``environment_id`` for the request's token, which must be bound to it; a
-    watch (``Prefer: wait`` with ``If-None-Match`` naming the version) holds until they change."""
+    """The credentials of ``environment_id`` for the request's token (the route's policy saw that
+    it is bound to it); a watch (``Prefer: wait`` with ``If-None-Match`` naming the version) holds
+    until they change."""
     principal = request[PRINCIPAL]
-    if CREDENTIALS_SCOPE not in principal.scopes or principal.environment_id != environment_id:
-        raise forbidden_scope(
-            CREDENTIALS_SCOPE,
-            "Only a token with the scope spaces:credentials, bound to this environment, reads its credentials.",
-            hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
-        )
     wanted = requested_format(request)
     app = request.app
     config = await delivered_config(app, environment_id)
     wait = preferred_wait(request)
     applied: dict[str, str] = {}
     if wait is not None and names_version(request, config.version):
-        watched = await app[LIVE].watch(app, config, wait, lambda: authenticate_again(request))
+        watched = await app[LIVE].watch(
+            app, SPACES, config, wait, lambda: authenticate_again(request), request[PRINCIPAL].expires_at
+        )
         if watched is None or not enabled_for(watched, environment_id):
             watched = await delivered_config(app, environment_id)  # deleted or disabled meanwhile: its 404
         config = watched
         applied = {"Preference-Applied": f"wait={wait}"}
     if not_modified(request, config.version):
         return not_modified_response(config.version, {**NO_STORE, **applied})
-    async with postgres.acquire(app) as conn:
-        issuer_set, key = await keys_store.delivered(conn, environment_id)
-        if key is not None:
+    key = None
+    issuer = await app[LIVE].read(app, ISSUER)
+    if issuer is not None and not issuer.deleted:  # the environment's own key, never the configuration's
+        async with postgres.acquire(app) as conn:
+            key = await keys_store.active_key(conn, environment_id)
+            if key is None:
+                raise not_minted_yet()
             secret = await app[SECRET_BACKEND].read(conn, key.secret_location)
-        elif issuer_set:
-            raise not_minted_yet()
-        else:
-            secret = await secret_of(conn, app[SECRET_BACKEND], config)
-        if secret is None:
-            raise NotFound(
-                "No secretKey is stored for the Spaces configuration.",
-                hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
-            )
-        delivered = request.method != "HEAD"  # HEAD is answered as GET, but delivers (and records) nothing
-        if delivered and not await audit.record_delivery(
-            conn, environment_id, request_actor(request), principal.name, config.version
-        ):
-            await environments.get(conn, environment_id)  # gone since: its 404
+    else:
+        secret = await secret_of(app, config)
+    if secret is None:
+        raise NotFound(
+            "No secretKey is stored for the Spaces configuration.",
+            hint="Set secretKey with PUT or PATCH (for the env backend: SPACESVC_SPACES_SECRET_KEY).",
+        )
+    delivered = request.method != "HEAD"  # HEAD is answered as GET, but delivers (and records) nothing
     if delivered:
+        delivery = Delivery(environment_id, request_actor(request), principal.name, config.version)
+        if not await app[DELIVERIES].record(delivery):
+            raise environments.unknown_id()  # deleted since
         CREDENTIAL_DELIVERIES.inc()
     fields_ = config.fields
     rotates = None if key is None else rotates_at(key, app[SETTINGS].key_max_age_seconds)
@@ -233,7 +232,7 @@ async def deliver(request: web.Request, environment_id: str) -> web.Response:
 async def delivered_config(app: web.Application, environment_id: str) -> SpacesConfig:
     """The configuration, from memory when it is enabled for the environment there; otherwise the
     database decides (which 404, or the configuration after all)."""
-    config = await app[LIVE].config(app)
+    config = await app[LIVE].read(app, SPACES)
     if config is None or not enabled_for(config, environment_id):
         async with postgres.acquire(app) as conn:
             _, config = await enabled_config(conn, environment_id)
@@ -270,12 +269,7 @@ class OwnCredentialsView(web.View):
     )
     async def get(self) -> web.Response:
         environment_id = self.request[PRINCIPAL].environment_id
-        if environment_id is None:
-            raise forbidden_scope(
-                CREDENTIALS_SCOPE,
-                "Only a token with the scope spaces:credentials, bound to an environment, reads credentials.",
-                hint="spacesvc tokens create --scope spaces:credentials --environment NAME_OR_ID …",
-            )
+        assert environment_id is not None  # the route's policy: a token bound to an environment
         return await deliver(self.request, environment_id)
 
     head = get  # HEAD is answered as GET, without the body
@@ -296,7 +290,6 @@ class EnvironmentBucketsView(web.View):
     )
     async def get(self) -> web.Response:
         environment_id = self.request.match_info["id"]
-        authorize_for_environment(self.request[PRINCIPAL], environment_id, ANY_ROLE, READ)
         async with postgres.acquire(self.request.app) as conn:
             await enabled_config(conn, environment_id)
         return json_response(await bucket_list(self.request))

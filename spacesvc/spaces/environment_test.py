@@ -13,10 +13,7 @@ from aiohttp_apispec import docs
 from spacesvc import postgres
 from spacesvc.environments.views import ENVIRONMENT_ID_PARAM
 from spacesvc.errors import NotFound
-from spacesvc.http.authorization import ADMIN_OR_OPERATOR, READ, authorize_for_environment
 from spacesvc.http.openapi import SECURITY
-from spacesvc.http.request_context import PRINCIPAL
-from spacesvc.secret_backend import SECRET_BACKEND
 from spacesvc.spaces.connection import TEST_RESPONSES, answer_test, target_for
 from spacesvc.spaces.credentials import enabled_config, secret_of
 
@@ -40,10 +37,9 @@ class EnvironmentTestView(web.View):
     async def post(self) -> web.Response:
         request = self.request
         environment_id = request.match_info["id"]
-        authorize_for_environment(request[PRINCIPAL], environment_id, ADMIN_OR_OPERATOR, READ)
         async with postgres.acquire(request.app) as conn:
             environment, config = await enabled_config(conn, environment_id)
-            secret = await secret_of(conn, request.app[SECRET_BACKEND], config)
+        secret = await secret_of(request.app, config)
         if secret is None:
             raise NotFound(
                 "No secretKey is stored for the Spaces configuration.",

@@ -1,5 +1,6 @@
 """The Spaces configuration as the service thinks of it: the writable fields, a write's input,
-the stored configuration, and the conditions a write may carry."""
+and the stored configuration (the conditions a write may carry are the versioned-resource
+core's, ``spacesvc.resources.versioned``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from backends import SecretLocation
-from spacesvc.errors import NotFound, PreconditionFailed
+from spacesvc.errors import NotFound
 
 DEFAULT_REGION = "fra1"
 
@@ -94,30 +95,6 @@ class SpacesConfig:
     @property
     def secret_location(self) -> SecretLocation:
         return SecretLocation(self.id, self.secret_version)
-
-
-@dataclass(frozen=True)
-class Preconditions:
-    """``If-Match`` (a version) and ``If-None-Match: *`` (create only)."""
-
-    if_match: int | None = None
-    create_only: bool = False
-
-    def check(self, current: SpacesConfig | None) -> None:
-        if self.create_only and current is not None:
-            raise PreconditionFailed(
-                "The Spaces configuration exists already (If-None-Match: *).",
-                hint="Drop If-None-Match to replace it, or send If-Match with its current version.",
-            )
-        if self.if_match is not None and (current is None or current.version != self.if_match):
-            found = "nothing is configured" if current is None else f"the current version is {current.version}"
-            raise PreconditionFailed(
-                f"If-Match expected version {self.if_match}, but {found}.",
-                hint="Re-read the configuration (GET) and retry with its ETag.",
-            )
-
-
-UNCONDITIONAL = Preconditions()
 
 
 @dataclass(frozen=True)

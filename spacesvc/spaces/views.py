@@ -16,24 +16,27 @@ from spacesvc import postgres
 from spacesvc.audit.model import Action
 from spacesvc.http import conditional
 from spacesvc.http.authentication import authenticate_again, request_actor
-from spacesvc.http.authorization import ADMIN, ANY_ROLE, READ, WRITE, requires
 from spacesvc.http.conditional import (
+    CREATE_ONLY_PARAM,
+    IF_MATCH_PARAM,
+    PRECONDITIONS,
     format_etag,
     names_version,
     not_modified,
     not_modified_response,
-    parse_etag,
     preferred_wait,
 )
-from spacesvc.http.errors import readonly_field, validation_error
-from spacesvc.http.idempotency import run_idempotently
+from spacesvc.http.errors import readonly_field
 from spacesvc.http.jsonio import json_response, read_json_object, timestamp
 from spacesvc.http.openapi import IDEMPOTENCY_KEY_PARAM, SECURITY, errors, etag_header, json_body, ok
+from spacesvc.http.request_context import PRINCIPAL
 from spacesvc.http.schemas import SuccessSchema
 from spacesvc.live import LIVE, PerConfig
+from spacesvc.resources.versioned import Preconditions
 from spacesvc.secret_backend import SECRET_BACKEND
-from spacesvc.spaces import queries
-from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput, WriteOutcome, not_configured
+from spacesvc.spaces import service
+from spacesvc.spaces.model import SpacesConfig, SpacesInput, WriteOutcome, not_configured
+from spacesvc.spaces.resource import SPACES
 from spacesvc.spaces.schemas import (
     SpacesConfigEnvelopeSchema,
     SpacesConfigInput,
@@ -41,22 +44,6 @@ from spacesvc.spaces.schemas import (
     SpacesStatusSchema,
 )
 from spacesvc.spaces.validation import parse_patch, parse_put
-
-IF_MATCH_PARAM = {
-    "in": "header",
-    "name": "If-Match",
-    "required": False,
-    "schema": {"type": "string", "pattern": '^(W/)?"[0-9]{1,9}"$'},
-    "description": 'Make the write conditional on the current version: "<version>" (the ETag).',
-}
-CREATE_ONLY_PARAM = {
-    "in": "header",
-    "name": "If-None-Match",
-    "required": False,
-    "schema": {"type": "string", "enum": ["*"]},
-    "description": "* : create only; fails with 412 if a configuration exists.",
-}
-
 
 # OpenAPI links from a write's answer to what a client does next (schemathesis follows them).
 AFTER_A_WRITE = {
@@ -103,18 +90,6 @@ def etag(config: SpacesConfig) -> dict[str, str]:
     return {"ETag": format_etag(config.version)}
 
 
-def preconditions(request: web.Request, *, allow_create_only: bool) -> Preconditions:
-    if_match = request.headers.get("If-Match")
-    if_none_match = request.headers.get("If-None-Match")
-    version = None if if_match is None else parse_etag(if_match)
-    if if_match is not None and version is None:
-        message = 'If-Match must be one ETag, "<version>", as returned in the ETag header.'
-        raise validation_error(message, field="If-Match")
-    if if_none_match is not None and (not allow_create_only or if_none_match.strip() != "*"):
-        raise validation_error("If-None-Match is only supported as '*' on PUT.", field="If-None-Match")
-    return Preconditions(if_match=version, create_only=if_none_match is not None)
-
-
 class SpacesSettingsView(web.View):
     URL_PATH = "/api/settings/spaces"
 
@@ -146,13 +121,14 @@ class SpacesSettingsView(web.View):
             **errors(401, 403, 429, 503),
         },
     )
-    @requires(roles=ANY_ROLE, scope=READ)
     async def get(self) -> web.Response:
         app, request = self.request.app, self.request
-        config = await app[LIVE].config(app)
+        config = await app[LIVE].read(app, SPACES)
         wait = preferred_wait(request)
         if config is not None and wait is not None and names_version(request, config.version):
-            config = await app[LIVE].watch(app, config, wait, lambda: authenticate_again(self.request))
+            config = await app[LIVE].watch(
+                app, SPACES, config, wait, lambda: authenticate_again(self.request), self.request[PRINCIPAL].expires_at
+            )
             applied = {"Preference-Applied": f"wait={wait}"}
         else:
             applied = {}
@@ -192,10 +168,8 @@ class SpacesSettingsView(web.View):
             **errors(400, 401, 403, 408, 409, 412, 413, 415, 422, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def put(self) -> web.StreamResponse:
-        conditions = preconditions(self.request, allow_create_only=True)
-        return await run_idempotently(self.request, lambda: self._put(conditions))
+        return await self._put(self.request[PRECONDITIONS])
 
     async def _put(self, conditions: Preconditions) -> web.Response:
         wanted = parse_put(await read_json_object(self.request))
@@ -208,20 +182,18 @@ class SpacesSettingsView(web.View):
     ) -> WriteOutcome:
         """Write through the data layer, offering it the configuration in memory, then keep what
         was written in memory: this process sees its own write at once."""
-        live = self.request.app[LIVE]
-        async with live.writes, self.connection() as conn:
-            generation = live.generation
-            outcome = await queries.write_config(
+        async with self.request.app[LIVE].writing(SPACES) as write, self.connection() as conn:
+            outcome = await service.write_config(
                 conn,
                 self.backend,
                 build,
                 actor=request_actor(self.request),
                 action=action,
                 preconditions=conditions,
-                remembered=live.remembered_config(),
+                remembered=write.remembered,
             )
             if outcome.changed:
-                live.wrote(outcome.config, generation)
+                write.kept(outcome.config)
         return outcome
 
     @docs(
@@ -244,10 +216,8 @@ class SpacesSettingsView(web.View):
             **errors(400, 401, 403, 404, 408, 409, 412, 413, 415, 422, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def patch(self) -> web.StreamResponse:
-        conditions = preconditions(self.request, allow_create_only=False)
-        return await run_idempotently(self.request, lambda: self._patch(conditions))
+        return await self._patch(self.request[PRECONDITIONS])
 
     async def _patch(self, conditions: Preconditions) -> web.Response:
         patch = parse_patch(await read_json_object(self.request))
@@ -272,20 +242,16 @@ class SpacesSettingsView(web.View):
             **errors(400, 401, 403, 404, 409, 412, 429, 503),
         },
     )
-    @requires(roles=ADMIN, scope=WRITE)
     async def delete(self) -> web.StreamResponse:
-        conditions = preconditions(self.request, allow_create_only=False)
-        return await run_idempotently(self.request, lambda: self._delete(conditions))
+        return await self._delete(self.request[PRECONDITIONS])
 
     async def _delete(self, conditions: Preconditions) -> web.Response:
-        live = self.request.app[LIVE]
-        generation = live.generation
-        async with self.connection() as conn:
-            removed = await queries.delete_config(
+        async with self.request.app[LIVE].writing(SPACES) as write, self.connection() as conn:
+            removed = await service.delete_config(
                 conn, self.backend, actor=request_actor(self.request), preconditions=conditions
             )
-        if removed is not None:
-            live.wrote(None, generation)
+            if removed is not None:
+                write.kept(None)
         if removed is None:
             raise not_configured()
         return json_response({"success": True})

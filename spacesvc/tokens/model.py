@@ -42,6 +42,8 @@ class Principal:
     scopes: frozenset[str]
     # the environment a token for workloads is bound to (None: not bound)
     environment_id: str | None = None
+    # when the token stops working by itself (None: never)
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)

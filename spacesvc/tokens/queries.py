@@ -125,7 +125,14 @@ async def live_tokens(conn: asyncpg.Connection) -> dict[bytes, tuple[Principal, 
     """Every token that may authenticate now, by its hash: who it is and until when."""
     return {
         bytes(row["token_hash"]): (
-            Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]), row["environment_id"]),
+            Principal(
+                str(row["id"]),
+                row["name"],
+                row["role"],
+                frozenset(row["scopes"]),
+                row["environment_id"],
+                row["expires_at"],
+            ),
             row["expires_at"],
         )
         for row in await conn.fetch(SELECT_LIVE_TOKENS)
@@ -137,5 +144,7 @@ async def authenticate(conn: asyncpg.Connection, token: str) -> tuple[Principal,
     row = await conn.fetchrow(SELECT_PRINCIPAL, hash_token(token))
     if row is None or row["revoked_at"] is not None or row["expired"]:
         raise InvalidToken()
-    principal = Principal(str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]), row["environment_id"])
+    principal = Principal(
+        str(row["id"]), row["name"], row["role"], frozenset(row["scopes"]), row["environment_id"], row["expires_at"]
+    )
     return principal, row["expires_at"]

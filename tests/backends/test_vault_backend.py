@@ -281,12 +281,23 @@ async def test_a_client_certificate_is_presented_to_a_vault_that_requires_one(
         ({"VAULT_TOKEN": "t", "VAULT_CAPATH": "/nonexistent"}, "VAULT_CAPATH=/nonexistent: no such directory"),
         ({"VAULT_TOKEN": "t", "VAULT_CLIENT_CERT": "/etc/hostname"}, "VAULT_CLIENT_KEY is required"),
         ({}, "VAULT_TOKEN, AppRole"),
+        ({"VAULT_TOKEN": "t", "SPACESVC_VAULT_SECRET_CACHE": "1 minute"}, "SPACESVC_VAULT_SECRET_CACHE='1 minute'"),
     ],
 )
 def test_a_bad_vault_configuration_is_one_line_naming_the_variable(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError) as error:
         VaultSettings.from_env({"VAULT_ADDR": "https://vault:8200", **env}, embedded=False)
     assert message in str(error.value)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(("text", "seconds"), [(None, 1.0), ("0", 0.0), ("250ms", 0.25), ("2s", 2.0), ("1.5", 1.5)])
+def test_the_vault_secret_cache_is_a_duration_of_one_second_by_default(text: str | None, seconds: float) -> None:
+    env = {"VAULT_ADDR": "https://vault:8200", "VAULT_TOKEN": "t"}
+    if text is not None:
+        env["SPACESVC_VAULT_SECRET_CACHE"] = text
+    settings = VaultSettings.from_env(env, embedded=False)
+    assert VaultSecretBackend(settings).secret_kept_seconds == seconds
 
 
 @pytest.mark.unit

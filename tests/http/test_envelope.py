@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from backends import BackendUnavailable
 from spacesvc.errors import Conflict, DomainError, InvalidInput, NotFound, PreconditionFailed, Unavailable
+from spacesvc.http.pipeline import OPEN, add_route
 from spacesvc.settings import Settings
 from tests.support.api import BODY, REQUEST_ID, SPACES, MakeClient, assert_envelope
 from tests.support.logs import ServerLog
@@ -66,7 +67,7 @@ async def test_unexpected_exception_is_500_internal_without_details(
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("internal detail: /srv/secret/path line 42")
 
-    client = await make_client(settings, lambda app: app.router.add_get("/boom", boom))
+    client = await make_client(settings, lambda app: add_route(app, "GET", "/boom", boom, OPEN))
     resp = await client.get("/boom")
     body = await assert_envelope(resp, 500, "INTERNAL")
     assert "internal detail" not in await resp.text()
@@ -131,7 +132,7 @@ async def test_domain_errors_from_the_data_layer_become_the_envelope(
 
     def routes(app: web.Application) -> None:
         for index, (error, _, _) in enumerate(DOMAIN_ERRORS):
-            app.router.add_get(f"/fails/{index}", raising(error))
+            add_route(app, "GET", f"/fails/{index}", raising(error), OPEN)
 
     client = await make_client(settings, routes)
     for index, (error, status, code) in enumerate(DOMAIN_ERRORS):

@@ -10,7 +10,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from spacesvc.http.authorization import ADMIN, WRITE
 from spacesvc.http.idempotency import delete_expired, run_idempotently
+from spacesvc.http.pipeline import Policy, Roles, add_route
 from spacesvc.settings import Settings
 from spacesvc.tokens.model import hash_token
 from tests.support.api import BODY, SPACES, MakeClient, Tokens, assert_envelope, auth
@@ -175,7 +177,7 @@ async def test_a_request_running_longer_than_its_lease_keeps_its_claim(
 
     client = await make_client(
         settings.with_changes(idempotency_lease_seconds=1.0),
-        lambda app: app.router.add_post("/api/settings/slow", slow),
+        lambda app: add_route(app, "POST", "/api/settings/slow", slow, Policy(Roles(ADMIN, WRITE))),
     )
     first = asyncio.create_task(client.post("/api/settings/slow", json={}, headers=keyed(admin, "long")))
     await asyncio.sleep(2.2)  # past two lease periods: only renewal keeps the claim

@@ -6,6 +6,7 @@ answered before any lookup, and an unknown token is remembered as unknown."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import asyncpg
 import pytest
@@ -14,7 +15,7 @@ from aiohttp.test_utils import TestClient
 from spacesvc import live
 from spacesvc.instruments import CACHE_READS
 from spacesvc.settings import RateBudget, Settings
-from tests.support.api import BODY, ENVIRONMENTS, SPACES, MakeClient, assert_envelope, auth
+from tests.support.api import BODY, ENVIRONMENTS, SPACES, MakeClient, Tokens, assert_envelope, auth
 from tests.support.timing import seconds_until, until_listening
 
 
@@ -71,6 +72,22 @@ async def test_a_held_watch_ends_with_401_when_its_token_is_revoked(
     await conn.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = 'viewer-token'")
     resp = await asyncio.wait_for(watch, 2.0)
     await assert_envelope(resp, 401, "UNAUTHORIZED")
+
+
+async def test_a_held_watch_ends_with_401_when_its_token_expires(
+    client: TestClient, admin: dict, tokens: Tokens
+) -> None:
+    """No notification announces an expiry: the watch wakes for it by itself."""
+    await until_listening(client)
+    created = await client.put(SPACES, json=BODY, headers=admin)
+    short_lived = auth(await tokens.create("viewer", ("settings:read",), name="short-lived", expires_in="2s"))
+    started = time.monotonic()
+    resp = await asyncio.wait_for(
+        client.get(SPACES, headers={**short_lived, "If-None-Match": created.headers["ETag"], "Prefer": "wait=30"}),
+        10.0,
+    )
+    await assert_envelope(resp, 401, "UNAUTHORIZED")
+    assert time.monotonic() - started < 5.0  # at its expiry, not at the end of its 30 s wait
 
 
 async def test_an_address_past_its_failure_budget_is_answered_before_any_lookup(

@@ -228,12 +228,17 @@ async def test_connection_tests_and_discoveries_are_audited_without_the_secret(
     await client.post(TEST, headers=admin)
     await client.get(BUCKETS, headers=admin)
     await client.post(TEST, json={**saved, "secretKey": "wrong-secret-value"}, headers=admin)
+    # refused before any socket: the address check answers for a link-local endpoint
+    metadata = {**saved, "endpoint": "http://169.254.169.254", "secretKey": "wrong-secret-value"}
+    assert (await client.post(TEST, json=metadata, headers=admin)).status == 400
     resp = await client.get(AUDIT, headers=admin)
     text = await resp.text()
     entries = (await resp.json())["entries"]
     tested = [e for e in entries if e["action"] == "connection.tested"]
     discovered = [e for e in entries if e["action"] == "buckets.discovered"]
-    assert [e["details"]["outcome"] for e in tested] == ["failure", "success"]
+    assert [e["details"]["outcome"] for e in tested] == ["refused", "failure", "success"]
+    assert tested[0]["details"]["endpoint"] == "http://169.254.169.254"
+    tested = tested[1:]
     assert tested[0]["details"]["saved"] is False and tested[1]["details"]["saved"] is True
     assert all(e["actor"] == "admin-token" and e["details"]["endpoint"] == s3.url for e in tested + discovered)
     assert len(discovered) == 1 and discovered[0]["details"]["outcome"] == "success"

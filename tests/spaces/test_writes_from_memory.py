@@ -13,8 +13,10 @@ from aiohttp.test_utils import TestClient
 from backends.db import DbSecretBackend, DbSettings
 from spacesvc.audit.model import Action, Actor
 from spacesvc.changes import CHANNEL
-from spacesvc.spaces.model import Preconditions, SpacesConfig, SpacesInput
-from spacesvc.spaces.queries import get_config, write_config
+from spacesvc.resources.versioned import Preconditions
+from spacesvc.spaces.model import SpacesConfig, SpacesInput
+from spacesvc.spaces.queries import get_config
+from spacesvc.spaces.service import write_config
 from tests.support.api import BODY, SPACES
 from tests.support.secrecy import TEST_KEY
 
