@@ -187,7 +187,10 @@ class IssuerView(web.View):
         operationId="deleteKeyIssuer",
         security=SECURITY,
         parameters=[IF_MATCH_PARAM, IDEMPOTENCY_KEY_PARAM],
-        responses={200: ok(SuccessSchema, "Deleted", replayable=True), **errors(400, 401, 403, 404, 412, 429, 503)},
+        responses={
+            200: ok(SuccessSchema, "Deleted", replayable=True),
+            **errors(400, 401, 403, 404, 409, 412, 429, 503),
+        },
     )
     async def delete(self) -> web.Response:
         app = self.request.app
@@ -208,8 +211,8 @@ class IssuerTestView(web.View):
         security=SECURITY,
         parameters=[IDEMPOTENCY_KEY_PARAM],
         responses={
-            200: ok(IssuerTestSchema, "The issuer minted and deleted a key"),
-            **errors(401, 403, 404, 429, 503),
+            200: ok(IssuerTestSchema, "The issuer minted and deleted a key", replayable=True),
+            **errors(400, 401, 403, 404, 409, 429, 503),
         },
     )
     async def post(self) -> web.Response:
@@ -233,7 +236,10 @@ class RotateView(web.View):
         operationId="rotateSpacesCredentials",
         security=SECURITY,
         parameters=[ENVIRONMENT_ID_PARAM, IDEMPOTENCY_KEY_PARAM],
-        responses={200: ok(RotationSchema, "Rotated", replayable=True), **errors(401, 403, 404, 409, 429, 503)},
+        responses={
+            200: ok(RotationSchema, "Rotated", replayable=True),
+            **errors(400, 401, 403, 404, 409, 429, 503),
+        },
     )
     async def post(self) -> web.Response:
         app = self.request.app
