@@ -193,6 +193,10 @@ async def test_kill_during_a_rotation_keeps_the_old_key_delivered_and_working_an
     await conn.execute(AGE_MINTING_ROWS)
     await service.reconcile()
     assert prefixed(spaces_api, service) == [old["accessKey"]]
+    listed = await asyncio.to_thread(run, "keys", "list", env=service.env)
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [(row[0], row[2], row[3]) for row in rows] == [("web", "active", old["accessKey"])]
+    assert old["secretKey"] not in listed.stdout + listed.stderr
     service.restart()
     async with http.get(service.url + credentials_path(environment_id), headers=workload) as resp:
         delivered = await resp.json()
