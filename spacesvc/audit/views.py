@@ -109,6 +109,9 @@ def _query_text(request: web.Request, name: str) -> str | None:
     value = request.query.get(name)
     if value is not None and not 1 <= len(value) <= MAX_FILTER_LENGTH:
         raise validation_error(f"{name} must be 1 to {MAX_FILTER_LENGTH} characters.", field=name)
+    if value is not None and any(ord(c) < 0x20 or c == "\x7f" for c in value):
+        # no stored value holds one, and PostgreSQL's text cannot hold a NUL at all
+        raise validation_error(f"{name} must not contain control characters.", field=name)
     return value
 
 

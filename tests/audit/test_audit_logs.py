@@ -98,3 +98,10 @@ async def test_filters_limit_and_offset_narrow_the_logs_and_the_total(
 async def test_only_an_admin_reads_the_audit_logs(client: TestClient, viewer: dict) -> None:
     await assert_envelope(await client.get(AUDIT_LOGS, headers=viewer), 403, "FORBIDDEN_ROLE")
     await assert_envelope(await client.get(AUDIT_LOGS), 401, "UNAUTHORIZED")
+
+
+async def test_a_filter_with_a_control_character_is_a_validation_error(client: TestClient, admin: dict) -> None:
+    for path in (AUDIT_LOGS, "/api/audit"):
+        resp = await client.get(path, params={"resourceType": "spaces_config\x00"}, headers=admin)
+        body = await assert_envelope(resp, 400, "VALIDATION_ERROR")
+        assert body["field"] == "resourceType"
