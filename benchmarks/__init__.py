@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import subprocess
@@ -60,3 +61,13 @@ def resident_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def wrk_rounds_options(seconds: int = 8) -> argparse.Namespace:
+    """The command line of the benchmarks that run wrk in alternating rounds: --seconds per row
+    (default ``seconds``), --connections, --rounds."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=seconds)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args()

@@ -11,7 +11,6 @@ figure is the median over the rounds. On a 2-core machine wrk shares the cores w
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import shutil
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import requests
 
-from benchmarks import print_table, service_env, spacesvc_serve, start
+from benchmarks import print_table, service_env, spacesvc_serve, start, wrk_rounds_options
 from benchmarks.hot_path import AUTH, median_figures
 from benchmarks.read_load import prepare, wrk
 from tests.support.postgres import LocalPostgres, free_port
@@ -78,9 +77,5 @@ def main(seconds: int, connections: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=6)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    main(args.seconds, args.connections, args.rounds)
+    options = wrk_rounds_options(seconds=6)
+    main(options.seconds, options.connections, options.rounds)

@@ -22,7 +22,6 @@ Prints figures, ratios and spacesvc's resident memory after the load; asserts no
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import platform
@@ -36,7 +35,7 @@ from pathlib import Path
 import asyncpg
 import requests
 
-from benchmarks import print_table, resident_mb, service_env, spacesvc_serve, start
+from benchmarks import print_table, resident_mb, service_env, spacesvc_serve, start, wrk_rounds_options
 from benchmarks.hot_path import median_figures
 from benchmarks.read_load import prepare, wrk
 from tests.support.database import database_url_for
@@ -201,9 +200,5 @@ def main(seconds: int, connections: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=int, default=8)
-    parser.add_argument("--connections", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    main(args.seconds, args.connections, args.rounds)
+    options = wrk_rounds_options()
+    main(options.seconds, options.connections, options.rounds)
