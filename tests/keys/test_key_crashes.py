@@ -18,7 +18,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.keys.test_environment_keys import ISSUER, OTHER, OWN, TOKEN, can, rotate_path
+from tests.keys.test_environment_keys import ISSUER, OTHER, OWN, TOKEN, rotate_path
 from tests.support.api import SPACES, SPACES_ENVIRONMENTS, Tokens, auth, credentials_path
 from tests.support.cli import run, service_env
 from tests.support.postgres import free_port
@@ -201,4 +201,4 @@ async def test_kill_during_a_rotation_keeps_the_old_key_delivered_and_working_an
     async with http.get(service.url + credentials_path(environment_id), headers=workload) as resp:
         delivered = await resp.json()
     assert delivered["accessKey"] == old["accessKey"]
-    assert await can(s3, AccessKey(delivered["accessKey"], delivered["secretKey"]), "read", OWN)
+    assert await s3.allows(AccessKey(delivered["accessKey"], delivered["secretKey"]), "read", OWN)

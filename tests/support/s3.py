@@ -6,11 +6,13 @@ that is signed and checked against the IAM users created here, as a real endpoin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,6 +88,26 @@ class MotoS3:
             aws_secret_access_key=key.secret_key,
             config=Config(s3={"addressing_style": "path"}),
         )
+
+    async def allows(self, key: AccessKey, action: str, bucket: str) -> bool:
+        """Whether S3 lets ``key`` read (get the object "readable") or write (put an object) in
+        ``bucket``. Listing is not asked: moto names the listing action differently from AWS
+        (s3:ListObjectsV2, not s3:ListBucket), and the IAM issuer writes AWS's policy."""
+        from botocore.exceptions import ClientError
+
+        def attempt() -> bool:
+            client = self.client("s3", key)
+            try:
+                if action == "write":
+                    client.put_object(Bucket=bucket, Key=f"probe-{uuid.uuid4().hex}", Body=b"x")
+                else:
+                    client.get_object(Bucket=bucket, Key="readable")
+            except ClientError as error:
+                assert error.response["Error"]["Code"] in ("AccessDenied", "InvalidAccessKeyId", "403"), error.response
+                return False
+            return True
+
+        return await asyncio.to_thread(attempt)
 
     def _setup(self) -> dict[str, AccessKey]:
         setup = AccessKey("setup", "setup")
