@@ -226,6 +226,21 @@ def timestamp_or_none(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+async def _store_issuer(
+    conn: asyncpg.Connection,
+    backend: SecretBackend,
+    wanted: IssuerInput,
+    secret_version: int | None,
+    version: int,
+    actor: Actor,
+) -> IssuerConfig:
+    """The issuer's row as ``wanted`` at ``version``, its secret at ``secret_version`` in ``backend``."""
+    row = await conn.fetchrow(
+        UPDATE_ISSUER, wanted.type, wanted.access_key, wanted.region, backend.name, secret_version, version, actor.name
+    )
+    return issuer_from(row)
+
+
 async def write_issuer(
     conn: asyncpg.Connection,
     backend: SecretBackend,
@@ -254,18 +269,7 @@ async def write_issuer(
             )
             created = issuer_from(row)
             secret_version = await backend.write(conn, created.secret_location, wanted.secret)
-            issuer = issuer_from(
-                await conn.fetchrow(
-                    UPDATE_ISSUER,
-                    wanted.type,
-                    wanted.access_key,
-                    wanted.region,
-                    backend.name,
-                    secret_version,
-                    1,
-                    actor.name,
-                )
-            )
+            issuer = await _store_issuer(conn, backend, wanted, secret_version, 1, actor)
             await ISSUER.changed(conn, issuer)
             await ISSUER.audit(conn, Action.CREATED, issuer.id, actor, {"type": issuer.type})
             return issuer, True, True
@@ -288,18 +292,7 @@ async def write_issuer(
         same = (current.type, current.access_key, current.region) == (wanted.type, wanted.access_key, wanted.region)
         if same and not secret_changed:
             return current, False, False
-        issuer = issuer_from(
-            await conn.fetchrow(
-                UPDATE_ISSUER,
-                wanted.type,
-                wanted.access_key,
-                wanted.region,
-                backend.name,
-                secret_version,
-                current.version + 1,
-                actor.name,
-            )
-        )
+        issuer = await _store_issuer(conn, backend, wanted, secret_version, current.version + 1, actor)
         changed = [
             name
             for name, old, new in (
