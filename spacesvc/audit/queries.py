@@ -84,19 +84,20 @@ async def entries(
     action: str | None = None,
 ) -> list[AuditEntry]:
     rows = await conn.fetch(SELECT_ENTRIES, before, resource_type, action, limit)
-    return [
-        AuditEntry(
-            id=row["id"],
-            at=row["at"],
-            action=row["action"],
-            resource_type=row["resource_type"],
-            resource_id=row["resource_id"],
-            actor=row["actor"],
-            request_id=row["request_id"],
-            details=orjson.loads(row["details"]),
-        )
-        for row in rows
-    ]
+    return [_entry(row, row["request_id"]) for row in rows]
+
+
+def _entry(row: asyncpg.Record, request_id: str | None) -> AuditEntry:
+    return AuditEntry(
+        id=row["id"],
+        at=row["at"],
+        action=row["action"],
+        resource_type=row["resource_type"],
+        resource_id=row["resource_id"],
+        actor=row["actor"],
+        request_id=request_id,
+        details=orjson.loads(row["details"]),
+    )
 
 
 async def logs(conn: asyncpg.Connection, filters: LogFilters, *, limit: int, offset: int) -> tuple[list[LogEntry], int]:
@@ -107,16 +108,7 @@ async def logs(conn: asyncpg.Connection, filters: LogFilters, *, limit: int, off
         total = await conn.fetchval(COUNT_LOGS, *where)
     page = [
         LogEntry(
-            entry=AuditEntry(
-                id=row["id"],
-                at=row["at"],
-                action=row["action"],
-                resource_type=row["resource_type"],
-                resource_id=row["resource_id"],
-                actor=row["actor"],
-                request_id=None,
-                details=orjson.loads(row["details"]),
-            ),
+            entry=_entry(row, request_id=None),  # BRIDGEPORT's logs show no request id
             resource_name=row["resource_name"],
             token_id=row["token_id"],
             environment_id=row["environment_id"],
