@@ -26,6 +26,7 @@ from spacesvc.routes import add_routes, declared
 from spacesvc.s3 import S3, S3Client
 from spacesvc.secret_backend import secret_backend_ctx
 from spacesvc.settings import SETTINGS, Settings
+from spacesvc.spaces.writes import spaces_writes_ctx
 from spacesvc.sweeper import sweeper_ctx
 
 
@@ -51,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
             deliveries_ctx,
             live_ctx,
             secret_backend_ctx,
+            spaces_writes_ctx,
             idempotency.fingerprint_key_ctx,
             sweeper_ctx,
             metrics_ctx,

@@ -1,21 +1,15 @@
-"""Credential deliveries recorded by group commit.
+"""Credential deliveries recorded by group commit (``spacesvc.group_commit``).
 
 Every delivery is in the audit trail before it is answered. Recording each in a statement and a
-commit of its own made the audit the cost of a delivery under load; here the deliveries that
-arrive while one batch is being written wait for the next, and each batch is one statement and
-one commit. A lone delivery is written at once (no timer, no added wait); under load a batch holds
-every delivery that arrived during the previous one's round trip (at most MAX_BATCH). Each waiter
-learns whether its entry was written (False: its environment no longer exists) or that the batch
-failed, which it answers as it would its own failure: a delivery is never answered without its
-entry committed.
-
-The batch writer borrows a pool connection of its own: a request waiting for its entry holds none
-(holding one would let waiting requests take the whole pool from the writer they wait for).
+commit of its own made the audit the cost of a delivery under load; here each batch of deliveries
+is one statement and one commit (a burst is written in statements of at most MAX_BATCH). Each
+caller learns whether its entry was written (False: its environment no longer exists) or that the
+batch failed, which it answers as it would its own failure: a delivery is never answered without
+its entry committed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -27,7 +21,7 @@ from aiohttp import web
 from spacesvc import postgres
 from spacesvc.audit.model import Action, Actor, Resource
 from spacesvc.audit.queries import INSERT_FROM
-from spacesvc.errors import Unavailable
+from spacesvc.group_commit import GroupCommit, unavailable_or
 
 # One entry per delivery whose environment still exists, with the environment's name, in the
 # order the deliveries arrived.
@@ -56,20 +50,17 @@ class Delivery:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    """The batch a delivery rode in was not written."""
-
-    error: BaseException
-
-
 class DeliveryLog:
     """Records deliveries in batches, one commit each; ``acquire`` lends a pool connection."""
 
     def __init__(self, acquire: Acquire) -> None:
         self._acquire = acquire
-        self._waiting: list[tuple[Delivery, asyncio.Future[bool | _Failed]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._batches: GroupCommit[Delivery, bool] = GroupCommit(
+            self._write,
+            name="audit-deliveries",
+            max_batch=MAX_BATCH,
+            failed=unavailable_or("the audit entry of this delivery could not be written"),
+        )
 
     async def record(self, delivery: Delivery) -> bool:
         """Once the delivery's entry is committed: True; False when its environment is gone.
@@ -79,47 +70,13 @@ class DeliveryLog:
             environment_id = str(uuid.UUID(delivery.environment_id))
         except ValueError:
             return False
-        written: asyncio.Future[bool | _Failed] = asyncio.get_running_loop().create_future()
-        self._waiting.append((Delivery(environment_id, delivery.actor, delivery.token, delivery.version), written))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._write_batches(), name="audit-deliveries")
-        # A request cancelled meanwhile (its client left) does not cancel the batch it rides in.
-        outcome = await asyncio.shield(written)
-        if isinstance(outcome, _Failed):
-            # an error of this request's own: one instance raised by every waiter of the batch
-            # would collect all their tracebacks
-            error = outcome.error
-            if isinstance(error, Unavailable):
-                raise Unavailable(error.dependency, str(error), hint=error.hint) from error
-            raise RuntimeError("the audit entry of this delivery could not be written") from error
-        return outcome
+        return await self._batches.submit(Delivery(environment_id, delivery.actor, delivery.token, delivery.version))
 
     async def close(self) -> None:
-        """Let the batches under way finish (their waiters are answered)."""
-        if self._writer is not None:
-            await asyncio.shield(self._writer)
+        """Let the batches under way finish (their callers are answered)."""
+        await self._batches.close()
 
-    async def _write_batches(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                try:
-                    written = await self._write([delivery for delivery, _ in batch])
-                except asyncio.CancelledError:
-                    for _, waiter in [*batch, *self._waiting]:
-                        waiter.cancel()
-                    self._waiting = []
-                    raise
-                except Exception as error:  # handed to each waiter, which raises it as its own
-                    for _, waiter in batch:
-                        waiter.set_result(_Failed(error))
-                    continue
-                for delivery, waiter in batch:
-                    waiter.set_result(delivery.environment_id in written)
-        finally:
-            self._writer = None
-
-    async def _write(self, deliveries: list[Delivery]) -> set[str]:
+    async def _write(self, deliveries: list[Delivery]) -> list[bool]:
         async with self._acquire() as conn:
             rows = await conn.fetch(
                 INSERT_DELIVERIES,
@@ -129,7 +86,8 @@ class DeliveryLog:
                 [d.token for d in deliveries],
                 [d.version for d in deliveries],
             )
-        return {row["resource_id"] for row in rows}
+        written = {row["resource_id"] for row in rows}
+        return [d.environment_id in written for d in deliveries]
 
 
 DELIVERIES: web.AppKey[DeliveryLog] = web.AppKey("deliveries")

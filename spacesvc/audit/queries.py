@@ -75,6 +75,20 @@ async def record(
     )
 
 
+async def record_all(
+    conn: asyncpg.Connection, resource_type: str, resource_id: str, entries: list[tuple[str, Actor, dict[str, Any]]]
+) -> None:
+    """Add entries (action, actor, details) about one resource, in order; inside the transaction
+    of the changes they record."""
+    await conn.executemany(
+        INSERT_ENTRY,
+        [
+            (str(action), str(resource_type), resource_id, actor.name, actor.request_id, orjson.dumps(details).decode())
+            for action, actor, details in entries
+        ],
+    )
+
+
 async def entries(
     conn: asyncpg.Connection,
     *,

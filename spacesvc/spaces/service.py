@@ -5,18 +5,21 @@ Every write takes the resource's transaction-scoped advisory lock, so concurrent
 serialize (also when no row exists yet, where a row lock would have nothing to lock). The row
 and its secret are written in that same transaction, so they commit, or fail, together.
 
-A write that stores no new secret, on a configuration the process has in memory, is first tried
-as one statement (``FAST_UPDATE``): it takes the same lock, changes the row only if its id and
-version are still the ones in memory (compare-and-set), and records the audit entry and the
-change notification in the same statement. One round trip instead of seven; when memory was
-stale (another process wrote since), it changes nothing and the write runs the usual way.
+Writes that arrive while others are being written are written together (``write_configs``,
+by group commit: ``spacesvc.spaces.writes``). A write alone that stores no new secret, on a
+configuration the process has in memory, is first tried as one statement (``FAST_UPDATE``): it
+takes the same lock, changes the row only if its id and version are still the ones in memory
+(compare-and-set), and records the audit entry and the change notification in the same
+statement. One round trip instead of seven; when memory was stale (another process wrote
+since), it changes nothing and the write runs the usual way.
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Final
 
 import asyncpg
 import orjson
@@ -50,6 +53,138 @@ audited AS (
 notified AS (SELECT pg_notify('{changes.CHANNEL}', {SPACES.notification_sql("updated")}) FROM updated)
 SELECT {queries.config_columns("updated")}, (SELECT count(*) FROM notified) AS notified FROM updated
 """)
+
+
+@dataclass(frozen=True)
+class ConfigWrite:
+    """One client's write: what to store given the current configuration (``build``, which may
+    raise), who asks, what the audit trail calls it (REPLACED or PATCHED), and its conditions."""
+
+    build: Callable[[SpacesConfig | None], SpacesInput]
+    actor: Actor
+    action: Action
+    preconditions: Preconditions = UNCONDITIONAL
+
+
+async def write_configs(
+    conn: asyncpg.Connection,
+    backend: SecretBackend,
+    writes: list[ConfigWrite],
+    *,
+    remembered: SpacesConfig | None = None,
+) -> list[WriteOutcome | Exception]:
+    """Writes that arrived together, applied in order, each as if it ran alone after the one
+    before: one outcome per write, or the error it raises (a failed precondition, say).
+
+    Together is one lock, one transaction, one audit statement, one change notification, and at
+    most one secret written to the backend: the last one. A secret that a later write of the same
+    batch replaces was never current outside the transaction, so no reader could have had it,
+    and Vault is not asked to keep it. When the writes cannot run together (nothing is configured
+    yet, or the backend or the database fails), each runs alone, so that one write's failure is
+    not another's. ``remembered`` is offered to a write that comes alone (``write_config``).
+    """
+    if len(writes) == 1:
+        return [await _alone(conn, backend, writes[0], remembered)]
+    try:
+        outcomes = await _together(conn, backend, writes)
+    except Exception:
+        outcomes = None
+    if outcomes is None:
+        return [await _alone(conn, backend, write, None) for write in writes]
+    return outcomes
+
+
+async def _alone(
+    conn: asyncpg.Connection, backend: SecretBackend, write: ConfigWrite, remembered: SpacesConfig | None
+) -> WriteOutcome | Exception:
+    try:
+        return await write_config(
+            conn,
+            backend,
+            write.build,
+            actor=write.actor,
+            action=write.action,
+            preconditions=write.preconditions,
+            remembered=remembered,
+        )
+    except Exception as error:  # this write's own: raised to its client alone
+        return error
+
+
+_UNREAD: Final = object()
+
+
+async def _together(
+    conn: asyncpg.Connection, backend: SecretBackend, writes: list[ConfigWrite]
+) -> list[WriteOutcome | Exception] | None:
+    """``write_configs`` in one transaction; None when nothing is configured (a first write is
+    written alone: it creates the row the others change)."""
+    async with SPACES.locked(conn) as current:
+        if current is None:
+            return None
+        state, outcomes, entries = current, list[WriteOutcome | Exception](), []
+        stored_secret: object = _UNREAD  # the secret the backend holds now, read once if needed
+        secret_of_state: object = _UNREAD
+        new_secret: str | None = None
+        for write in writes:
+            try:
+                write.preconditions.check(state, SPACES)
+                desired = write.build(state)
+                secret_changed = False
+                if desired.secret is not None:
+                    elsewhere = held_elsewhere(state, backend)
+                    if elsewhere is not None:
+                        raise elsewhere
+                    if stored_secret is _UNREAD:
+                        stored_secret = secret_of_state = await _secret_to_compare(conn, backend, current)
+                    secret_changed = not _same_secret(secret_of_state, desired.secret)
+            except DomainError as error:
+                outcomes.append(error)
+                continue
+            if not secret_changed and desired.fields == state.fields:
+                outcomes.append(WriteOutcome(state, created=False, changed=False))
+                continue
+            after = replace(
+                state,
+                fields=desired.fields,
+                secret_backend=backend.name if secret_changed else state.secret_backend,
+                secret_stored=state.secret_stored or secret_changed,
+                version=state.version + 1,
+                updated_by=write.actor.name,
+            )
+            if secret_changed:
+                secret_of_state = new_secret = desired.secret
+            changed = _changed_fields(state, after, secret_changed=secret_changed)
+            entries.append((write.action.value, write.actor, {"fields": changed}))
+            outcomes.append(WriteOutcome(after, created=False, changed=True, secret_changed=secret_changed))
+            state = after
+        if not entries:
+            return outcomes
+        secret_version = current.secret_version
+        if new_secret is not None and not _same_secret(stored_secret, new_secret):
+            secret_version = await backend.write(conn, current.secret_location, new_secret)
+        stored = await queries.store(
+            conn,
+            state.secret_backend,
+            state.fields,
+            state.secret_stored,
+            secret_version,
+            version=state.version,
+            actor=state.updated_by,
+        )
+        await SPACES.changed(conn, stored)
+        await audit.record_all(conn, SPACES.audit_type, current.id, entries)
+    # what each write left, as of the commit (the versions between were never read by anyone else)
+    return [
+        replace(outcome, config=replace(outcome.config, updated_at=stored.updated_at, secret_version=secret_version))
+        if isinstance(outcome, WriteOutcome) and outcome.config.version > current.version
+        else outcome
+        for outcome in outcomes
+    ]
+
+
+def _same_secret(stored: object, given: str) -> bool:
+    return isinstance(stored, str) and hmac.compare_digest(stored.encode(), given.encode())
 
 
 class SecretMoveError(Exception):
@@ -179,7 +314,7 @@ async def _update(
         if elsewhere is not None:
             raise elsewhere
         stored = await _secret_to_compare(conn, backend, current)
-        if stored is None or not hmac.compare_digest(stored.encode(), desired.secret.encode()):
+        if not _same_secret(stored, desired.secret):
             secret_version = await backend.write(conn, current.secret_location, desired.secret)
             secret_stored, secret_changed = True, True
     if not secret_changed and desired.fields == current.fields:

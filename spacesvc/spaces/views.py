@@ -43,7 +43,9 @@ from spacesvc.spaces.schemas import (
     SpacesConfigPatchInput,
     SpacesStatusSchema,
 )
+from spacesvc.spaces.service import ConfigWrite
 from spacesvc.spaces.validation import parse_patch, parse_put
+from spacesvc.spaces.writes import SPACES_WRITES
 
 # OpenAPI links from a write's answer to what a client does next (schemathesis follows them).
 AFTER_A_WRITE = {
@@ -180,21 +182,10 @@ class SpacesSettingsView(web.View):
     async def _write(
         self, build: Callable[[SpacesConfig | None], SpacesInput], action: Action, conditions: Preconditions
     ) -> WriteOutcome:
-        """Write through the data layer, offering it the configuration in memory, then keep what
-        was written in memory: this process sees its own write at once."""
-        async with self.request.app[LIVE].writing(SPACES) as write, self.connection() as conn:
-            outcome = await service.write_config(
-                conn,
-                self.backend,
-                build,
-                actor=request_actor(self.request),
-                action=action,
-                preconditions=conditions,
-                remembered=write.remembered,
-            )
-            if outcome.changed:
-                write.kept(outcome.config)
-        return outcome
+        """Write with the writes that arrive meanwhile (``spacesvc.spaces.writes``); answered once
+        committed, and kept in memory: this process sees its own write at once."""
+        write = ConfigWrite(build, request_actor(self.request), action, conditions)
+        return await self.request.app[SPACES_WRITES].submit(write)
 
     @docs(
         tags=["settings"],
