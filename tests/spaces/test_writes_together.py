@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import replace
 
 import asyncpg
+import pytest
 from aiohttp.test_utils import TestClient
 
 from backends.db import DbSecretBackend, DbSettings
@@ -26,6 +27,11 @@ from tests.support.openbao import OpenBao
 from tests.support.secrecy import SECRET, TEST_KEY
 
 ACTOR = Actor("admin-token", "req_01TESTTESTTESTTESTTESTTEST")
+
+
+@pytest.fixture
+async def vault_client(make_client: MakeClient, vault_settings: Settings) -> TestClient:
+    return await make_client(vault_settings)
 
 
 def put(secret: str | None = None, *, access_key: str = "DO00EXAMPLEKEY", if_match: int | None = None) -> ConfigWrite:
@@ -104,14 +110,9 @@ async def test_writes_together_each_answer_as_if_alone_in_order(
 
 
 async def test_concurrent_puts_of_new_secrets_on_vault_lose_none_and_store_the_last(
-    make_client: MakeClient,
-    vault_settings: Settings,
-    vault_config: VaultSettings,
-    admin: dict,
-    openbao: OpenBao,
-    conn: asyncpg.Connection,
+    vault_client: TestClient, vault_config: VaultSettings, admin: dict, openbao: OpenBao, conn: asyncpg.Connection
 ) -> None:
-    client = await make_client(vault_settings)
+    client = vault_client
     assert (await client.put(SPACES, json=BODY, headers=admin)).status == 201
     vault_version = await conn.fetchval("SELECT secret_version FROM spaces_config")
 
@@ -140,14 +141,9 @@ async def test_concurrent_puts_of_new_secrets_on_vault_lose_none_and_store_the_l
 
 
 async def test_a_secret_vault_refuses_fails_only_its_own_write(
-    make_client: MakeClient,
-    vault_settings: Settings,
-    vault_config: VaultSettings,
-    admin: dict,
-    openbao: OpenBao,
-    conn: asyncpg.Connection,
+    vault_client: TestClient, vault_config: VaultSettings, admin: dict, openbao: OpenBao, conn: asyncpg.Connection
 ) -> None:
-    client = await make_client(vault_settings)
+    client = vault_client
     assert (await client.put(SPACES, json={**BODY, "buckets": []}, headers=admin)).status == 201
     path = vault_config.path
     openbao.write_policy(
