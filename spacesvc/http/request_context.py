@@ -123,11 +123,15 @@ request_metrics = RequestMetrics()
 
 
 def request_context_middleware(
-    *, metrics: bool, answer_failure: Callable[[web.Request, Exception], web.StreamResponse]
+    *,
+    metrics: bool,
+    answer_failure: Callable[[web.Request, Exception], web.StreamResponse],
+    answering: Callable[[web.Request, web.StreamResponse], None],
 ) -> Middleware:
     """The outermost middleware (``spacesvc.http.pipeline``); with ``metrics``, each answered
     request is also counted and timed. A failure below it is answered by ``answer_failure`` (the
-    error envelope), which may raise it again."""
+    error envelope), which may raise it again; every answer is shown to ``answering`` before it
+    is sent."""
     observe = request_metrics.observe if metrics else _not_observed
 
     @web.middleware
@@ -144,6 +148,7 @@ def request_context_middleware(
                 response = answer_failure(request, failure)
             status = response.status
             response.headers["X-Request-ID"] = request_id
+            answering(request, response)
             return response
         except ClientDisconnected:
             # not a server error: there is no one left to answer
