@@ -180,7 +180,7 @@ class LiveState:
         """The token's principal; raises tokens.InvalidToken for an unknown, revoked or expired one,
         and LookupRefused when only PostgreSQL could tell and ``lookup_allowed`` is false."""
         digest = hash_token(token)
-        table = await self._token_table(app)
+        table = self._tokens if self._tokens_fresh() else await self._token_table(app)
         known = table.get(digest) if table is not None else None
         if known is not None:
             FROM_MEMORY.inc()
@@ -213,11 +213,20 @@ class LiveState:
         a time: concurrent callers share it."""
         if not self.listening:
             return None
-        if self._tokens is not None and time.monotonic() - self._tokens_loaded_at < TOKENS_RECHECK_SECONDS:
+        if self._tokens_fresh():
             return self._tokens
         if self._tokens_loading is None or self._tokens_loading.done():
             self._tokens_loading = asyncio.ensure_future(self._load_tokens(app))
         return await asyncio.shield(self._tokens_loading)
+
+    def _tokens_fresh(self) -> bool:
+        """Whether the tokens in memory may be used as they are (checked before ``_token_table``
+        is awaited: most requests need no coroutine for it)."""
+        return (
+            self.listening
+            and self._tokens is not None
+            and time.monotonic() - self._tokens_loaded_at < TOKENS_RECHECK_SECONDS
+        )
 
     async def _load_tokens(self, app: web.Application) -> dict[bytes, _Verified]:
         FROM_DATABASE.inc()

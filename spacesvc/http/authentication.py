@@ -59,8 +59,9 @@ async def _authenticate(request: web.Request, *, lookup_allowed: bool = True) ->
     token = token.strip()
     if scheme.lower() != "bearer" or not TOKEN_PATTERN.match(token):
         raise _unauthorized("The Authorization header is not a well-formed spacesvc bearer token.")
+    app = request.app
     try:
-        return await request.app[LIVE].principal(request.app, token, lookup_allowed=lookup_allowed)
+        return await app[LIVE].principal(app, token, lookup_allowed=lookup_allowed)
     except InvalidToken:
         raise _unauthorized("The bearer token is unknown, expired or revoked.") from None
 
