@@ -136,7 +136,7 @@ class LiveState:
         cached = self._values.get(resource.name, _MISSING)
         if self.listening and cached is not _MISSING:
             FROM_MEMORY.inc()
-            return cast(V | None, cached)
+            return cast("V | None", cached)
         # Callers that find memory empty share one read begun since the last notification (what
         # it returns is at least as new as anything notified): a change from another replica
         # wakes every held watch here at once, and they would each have read PostgreSQL.
@@ -149,7 +149,7 @@ class LiveState:
             future = asyncio.ensure_future(self._read(app, resource, generation))
             future.add_done_callback(_retrieve)
             reading = self._reading[resource.name] = (generation, future)
-        return cast(V | None, await asyncio.shield(reading[1]))
+        return cast("V | None", await asyncio.shield(reading[1]))
 
     async def _read(self, app: web.Application, resource: VersionedResource[V], generation: int) -> V | None:
         FROM_DATABASE.inc()
@@ -206,6 +206,18 @@ class LiveState:
                 self._unknown[digest] = time.monotonic() + UNKNOWN_TOKEN_SECONDS
             raise
         return principal
+
+    def valid_in_memory(self, token: str) -> Principal | None:
+        """The token's principal if the tokens in memory are fresh and hold it valid; None
+        otherwise (``principal`` then tells why, or looks it up)."""
+        table = self._tokens
+        if table is None or not self._tokens_fresh():
+            return None
+        known = table.get(hash_token(token))
+        if known is None or not known.valid():
+            return None
+        FROM_MEMORY.inc()
+        return known.principal
 
     async def _token_table(self, app: web.Application) -> dict[bytes, _Verified] | None:
         """Every token that may authenticate, by hash, while listening (None: not listening);
@@ -390,9 +402,13 @@ class PerConfig(Generic[T]):
     def get(self, config: object, *also: object) -> T | None:
         """The value kept for ``config`` (and ``also``: e.g. the backend it was derived with), or None."""
         key = self._key
-        if len(key) == 1 + len(also) and key[0] is config and all(a is b for a, b in zip(key[1:], also, strict=True)):
-            return self._value
-        return None
+        if not key or key[0] is not config or len(key) != 1 + len(also):
+            return None
+        # every GET asks: a loop costs less than all() over a generator
+        for kept, given in zip(key[1:], also, strict=True):
+            if kept is not given:
+                return None
+        return self._value
 
     def keep(self, value: T, config: object, *also: object) -> T:
         self._key, self._value = (config, *also), value
