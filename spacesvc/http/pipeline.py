@@ -40,9 +40,8 @@ from spacesvc.http.authorization import (
 from spacesvc.http.conditional import PRECONDITIONS, preconditions
 from spacesvc.http.envelope import answer_failure
 from spacesvc.http.idempotency import run_idempotently
-from spacesvc.http.private_api import match_info as matched
 from spacesvc.http.ratelimit import RATE_LIMITS
-from spacesvc.http.request_context import PRINCIPAL, request_context_middleware
+from spacesvc.http.request_context import PRINCIPAL, matched_resource, request_context_middleware
 from spacesvc.http.types import Handler
 from spacesvc.lifecycle import close_connection_while_draining
 from spacesvc.tokens.model import CREDENTIALS_SCOPE, Principal
@@ -213,8 +212,7 @@ POLICIES: web.AppKey[PolicyTable] = web.AppKey("route_policies")
 @web.middleware
 async def policy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The route's policy: authenticate, spend the budget, authorize, run once per key (above)."""
-    match_info = matched(request)
-    resource = None if match_info is None or match_info.http_exception is not None else match_info.route.resource
+    resource = matched_resource(request)
     app = request.app
     policy = UNMATCHED if resource is None else app[POLICIES].policy(resource, request.method)
     if not policy.access.public:
