@@ -50,7 +50,10 @@ def not_modified(request: web.Request, version: int) -> bool:
     """Whether the request's If-None-Match names ``version`` (weakly compared, as RFC 9110 says
     for GET), or is ``*``."""
     value = request.headers.get("If-None-Match")
-    return value is not None and (value.strip() == "*" or str(version) in listed_tags(value))
+    if value is None:
+        return False
+    # the ETag as this service sent it, what a client repeats: no list to parse
+    return value == format_etag(version) or value.strip() == "*" or str(version) in listed_tags(value)
 
 
 def names_version(request: web.Request, version: int) -> bool:
