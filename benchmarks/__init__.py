@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import requests
@@ -63,11 +63,23 @@ def resident_mb(pid: int) -> float:
     raise RuntimeError("no VmRSS")
 
 
-def wrk_rounds_options(seconds: int = 8) -> argparse.Namespace:
+def wrk_rounds_options(seconds: int = 8, rows: Sequence[str] = ()) -> argparse.Namespace:
     """The command line of the benchmarks that run wrk in alternating rounds: --seconds per row
-    (default ``seconds``), --connections, --rounds."""
+    (default ``seconds``), --connections, --rounds; with ``rows`` (their short names), --rows to
+    run only some of them (default: all)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=seconds)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
-    return parser.parse_args()
+    if rows:
+        parser.add_argument(
+            "--rows",
+            type=lambda text: text.split(","),
+            default=list(rows),
+            help=f"comma-separated, of: {','.join(rows)} (default: all)",
+        )
+    options = parser.parse_args()
+    unknown = set(getattr(options, "rows", ())) - set(rows)
+    if unknown:
+        parser.error(f"--rows: unknown {', '.join(sorted(unknown))}; choose among {','.join(rows)}")
+    return options

@@ -18,6 +18,10 @@ in this run only:
 Prints figures, ratios and spacesvc's resident memory after the load; asserts nothing.
 
     .venv/bin/python -m benchmarks.versus_openbao [--seconds 8] [--connections 64] [--rounds 3]
+        [--rows get,304,canned]
+
+``--rows`` runs only the rows named (short names in ``ROWS``); a ratio whose baseline row was not
+run is left out. By default every row runs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -83,6 +88,19 @@ path "secret/metadata/spacesvc/spaces" { capabilities = ["read", "update", "dele
 """
 
 
+# The rows, by the short name --rows takes, in the order they run.
+ROWS = {
+    "bao-read": "OpenBao KV v2 read (audited)",
+    "credentials-db": "spacesvc credentials, db",
+    "credentials-vault": "spacesvc credentials, vault",
+    "bao-write": "OpenBao KV v2 write (audited)",
+    "put-vault": "spacesvc PUT new secret, vault",
+    "canned": "canned aiohttp + uvloop GET",
+    "get": "spacesvc GET",
+    "304": "spacesvc GET -> 304",
+}
+
+
 async def _create_database(admin_url: str, name: str) -> str:
     admin = await asyncpg.connect(admin_url)
     try:
@@ -106,7 +124,7 @@ def _configure(base: str, token: str) -> tuple[str, str]:
     return environment, etag
 
 
-def main(seconds: int, connections: int, rounds: int) -> None:
+def main(seconds: int, connections: int, rounds: int, only: Sequence[str] = tuple(ROWS)) -> None:
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
     with tempfile.TemporaryDirectory() as workdir:
@@ -164,6 +182,8 @@ def main(seconds: int, connections: int, rounds: int) -> None:
                 "spacesvc GET": (f"{urls['db']}{spaces}", "spacesvc.lua", tokens["db"]),
                 "spacesvc GET -> 304": (f"{urls['db']}{spaces}", "etag.lua", tokens["db"]),
             }
+            chosen = {ROWS[short] for short in only}
+            plan = {name: row for name, row in plan.items() if name in chosen}
             measured: dict[str, list[dict[str, str]]] = {name: [] for name in plan}
             for _ in range(rounds):
                 for name, (url, script, token) in plan.items():
@@ -187,7 +207,8 @@ def main(seconds: int, connections: int, rounds: int) -> None:
         "spacesvc GET -> 304": "canned aiohttp + uvloop GET",
     }
     for name, figures in rows.items():
-        figures["ratio"] = f"{float(figures['req/s']) / float(rows[baselines[name]]['req/s']):.2f}x"
+        baseline = rows.get(baselines[name])
+        figures["ratio"] = f"{float(figures['req/s']) / float(baseline['req/s']):.2f}x" if baseline else "-"
         figures["against"] = "-" if baselines[name] == name else baselines[name].split(" ")[0]
     print_table(
         f"wrk, {connections} connections, {seconds}s per row, medians of {rounds} alternating rounds, "
@@ -200,5 +221,5 @@ def main(seconds: int, connections: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    options = wrk_rounds_options()
-    main(options.seconds, options.connections, options.rounds)
+    options = wrk_rounds_options(rows=tuple(ROWS))
+    main(options.seconds, options.connections, options.rounds, options.rows)

@@ -136,7 +136,7 @@ class LiveState:
         cached = self._values.get(resource.name, _MISSING)
         if self.listening and cached is not _MISSING:
             FROM_MEMORY.inc()
-            return cast(V | None, cached)
+            return cast("V | None", cached)
         # Callers that find memory empty share one read begun since the last notification (what
         # it returns is at least as new as anything notified): a change from another replica
         # wakes every held watch here at once, and they would each have read PostgreSQL.
@@ -149,7 +149,7 @@ class LiveState:
             future = asyncio.ensure_future(self._read(app, resource, generation))
             future.add_done_callback(_retrieve)
             reading = self._reading[resource.name] = (generation, future)
-        return cast(V | None, await asyncio.shield(reading[1]))
+        return cast("V | None", await asyncio.shield(reading[1]))
 
     async def _read(self, app: web.Application, resource: VersionedResource[V], generation: int) -> V | None:
         FROM_DATABASE.inc()
@@ -180,7 +180,7 @@ class LiveState:
         """The token's principal; raises tokens.InvalidToken for an unknown, revoked or expired one,
         and LookupRefused when only PostgreSQL could tell and ``lookup_allowed`` is false."""
         digest = hash_token(token)
-        table = await self._token_table(app)
+        table = self._tokens if self._tokens_fresh() else await self._token_table(app)
         known = table.get(digest) if table is not None else None
         if known is not None:
             FROM_MEMORY.inc()
@@ -207,17 +207,38 @@ class LiveState:
             raise
         return principal
 
+    def valid_in_memory(self, token: str) -> Principal | None:
+        """The token's principal if the tokens in memory are fresh and hold it valid; None
+        otherwise (``principal`` then tells why, or looks it up)."""
+        table = self._tokens
+        if table is None or not self._tokens_fresh():
+            return None
+        known = table.get(hash_token(token))
+        if known is None or not known.valid():
+            return None
+        FROM_MEMORY.inc()
+        return known.principal
+
     async def _token_table(self, app: web.Application) -> dict[bytes, _Verified] | None:
         """Every token that may authenticate, by hash, while listening (None: not listening);
         read again when a notification dropped it or TOKENS_RECHECK_SECONDS passed. One read at
         a time: concurrent callers share it."""
         if not self.listening:
             return None
-        if self._tokens is not None and time.monotonic() - self._tokens_loaded_at < TOKENS_RECHECK_SECONDS:
+        if self._tokens_fresh():
             return self._tokens
         if self._tokens_loading is None or self._tokens_loading.done():
             self._tokens_loading = asyncio.ensure_future(self._load_tokens(app))
         return await asyncio.shield(self._tokens_loading)
+
+    def _tokens_fresh(self) -> bool:
+        """Whether the tokens in memory may be used as they are (checked before ``_token_table``
+        is awaited: most requests need no coroutine for it)."""
+        return (
+            self.listening
+            and self._tokens is not None
+            and time.monotonic() - self._tokens_loaded_at < TOKENS_RECHECK_SECONDS
+        )
 
     async def _load_tokens(self, app: web.Application) -> dict[bytes, _Verified]:
         FROM_DATABASE.inc()
@@ -381,9 +402,13 @@ class PerConfig(Generic[T]):
     def get(self, config: object, *also: object) -> T | None:
         """The value kept for ``config`` (and ``also``: e.g. the backend it was derived with), or None."""
         key = self._key
-        if len(key) == 1 + len(also) and key[0] is config and all(a is b for a, b in zip(key[1:], also, strict=True)):
-            return self._value
-        return None
+        if not key or key[0] is not config or len(key) != 1 + len(also):
+            return None
+        # every GET asks: a loop costs less than all() over a generator
+        for kept, given in zip(key[1:], also, strict=True):
+            if kept is not given:
+                return None
+        return self._value
 
     def keep(self, value: T, config: object, *also: object) -> T:
         self._key, self._value = (config, *also), value

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping
@@ -57,13 +58,20 @@ class LineWriter:
         self._stream = stream
         self._pending: list[bytes] = []
         self._scheduled: asyncio.AbstractEventLoop | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop last found running ...
+        self._loop_thread = -1  # ... in this thread
 
     def write(self, line: bytes) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            self._write(line)
-            return
+        loop = self._loop
+        if loop is None or self._loop_thread != threading.get_ident() or not loop.is_running():
+            # Python 3.11's get_running_loop makes a getpid system call each time: asked once per
+            # loop and thread, not once per line (the access log writes one line per request)
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._write(line)
+                return
+            self._loop, self._loop_thread = loop, threading.get_ident()
         self._pending.append(line)
         if self._scheduled is not loop:
             self._scheduled = loop

@@ -49,7 +49,11 @@ def listed_tags(value: str) -> list[str]:
 def not_modified(request: web.Request, version: int) -> bool:
     """Whether the request's If-None-Match names ``version`` (weakly compared, as RFC 9110 says
     for GET), or is ``*``."""
-    return request.headers.get("If-None-Match", "").strip() == "*" or names_version(request, version)
+    value = request.headers.get("If-None-Match")
+    if value is None:
+        return False
+    # the ETag as this service sent it, what a client repeats: no list to parse
+    return value == format_etag(version) or value.strip() == "*" or str(version) in listed_tags(value)
 
 
 def names_version(request: web.Request, version: int) -> bool:
@@ -84,7 +88,8 @@ PREFERENCE_APPLIED = {
 def preferred_wait(request: web.Request) -> int | None:
     """The seconds of a ``Prefer: wait=N`` (cut to MAX_WAIT_SECONDS), or None; as RFC 7240 says,
     a preference that cannot be understood is ignored."""
-    match = PREFER_WAIT.search(request.headers.get("Prefer", ""))
+    prefer = request.headers.get("Prefer")
+    match = PREFER_WAIT.search(prefer) if prefer is not None else None
     if match is None or int(match[1]) < 1:
         return None
     return min(int(match[1]), MAX_WAIT_SECONDS)

@@ -4,7 +4,8 @@ Outermost first (``middlewares``):
 
 1. **edge** (``spacesvc.http.request_context``): the request id (``X-Request-ID``), one access-log
    line and the request metrics; every failure below it becomes the one JSON error envelope
-   (``spacesvc.http.envelope``), which carries that id.
+   (``spacesvc.http.envelope``), which carries that id; while the process drains, every answer
+   closes its connection (``spacesvc.lifecycle``).
 2. **policy** (``policy_middleware``): the matched route's ``Policy``, in this order:
    authentication (a failure spends the client address's auth-failure budget; once it is spent,
    only a token known in memory is served from the address), the request budget (per token,
@@ -39,10 +40,10 @@ from spacesvc.http.authorization import (
 from spacesvc.http.conditional import PRECONDITIONS, preconditions
 from spacesvc.http.envelope import answer_failure
 from spacesvc.http.idempotency import run_idempotently
-from spacesvc.http.private_api import match_info as matched
 from spacesvc.http.ratelimit import RATE_LIMITS
-from spacesvc.http.request_context import PRINCIPAL, request_context_middleware
+from spacesvc.http.request_context import PRINCIPAL, matched_resource, request_context_middleware
 from spacesvc.http.types import Handler
+from spacesvc.lifecycle import close_connection_while_draining
 from spacesvc.tokens.model import CREDENTIALS_SCOPE, Principal
 
 
@@ -211,13 +212,13 @@ POLICIES: web.AppKey[PolicyTable] = web.AppKey("route_policies")
 @web.middleware
 async def policy_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The route's policy: authenticate, spend the budget, authorize, run once per key (above)."""
-    match_info = matched(request)
-    resource = None if match_info is None or match_info.http_exception is not None else match_info.route.resource
-    policy = UNMATCHED if resource is None else request.app[POLICIES].policy(resource, request.method)
+    resource = matched_resource(request)
+    app = request.app
+    policy = UNMATCHED if resource is None else app[POLICIES].policy(resource, request.method)
     if not policy.access.public:
         principal = await authenticate(request)
         request[PRINCIPAL] = principal
-    limits = request.app[RATE_LIMITS]
+    limits = app[RATE_LIMITS]
     budget = limits.requests if policy.rate is RateClass.REQUESTS else None
     decision = None
     if budget is not None:
@@ -244,7 +245,10 @@ async def policy_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def middlewares(*, metrics: bool) -> list[Middleware]:
     """The pipeline's layers, outermost first (see the module's docstring)."""
-    return [request_context_middleware(metrics=metrics, answer_failure=answer_failure), policy_middleware]
+    edge = request_context_middleware(
+        metrics=metrics, answer_failure=answer_failure, answering=close_connection_while_draining
+    )
+    return [edge, policy_middleware]
 
 
 def declare_policies(app: web.Application, declared: Iterable[tuple[str, str, Policy]]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from aiohttp.web_urldispatcher import AbstractResource
 from prometheus_client import Counter, Histogram
 
 from spacesvc.http.errors import ClientDisconnected
@@ -39,7 +40,8 @@ _PAIRS = [first + second for first in CROCKFORD for second in CROCKFORD]
 
 class RequestIds:
     """``req_<ULID>``: 48 bits of milliseconds (10 characters, encoded once per millisecond), then
-    80 random bits (16 characters, 10 bits per table lookup). Sortable by time; an id is not a
+    80 random bits (16 characters, 10 bits per table lookup), drawn as two 40-bit numbers: shifts
+    of a machine-sized int are cheaper than of an 80-bit one. Sortable by time; an id is not a
     secret, so ``random``'s fast generator is enough for uniqueness (reseeded in forked children)."""
 
     def __init__(self) -> None:
@@ -51,18 +53,20 @@ class RequestIds:
         if millisecond != self._millisecond:
             self._millisecond = millisecond
             self._prefix = "req_" + "".join(CROCKFORD[(millisecond >> shift) & 31] for shift in range(45, -1, -5))
-        bits = random.getrandbits(80)
+        high, low = random.getrandbits(40), random.getrandbits(40)
         pairs = _PAIRS
-        return (
-            self._prefix
-            + pairs[bits >> 70]
-            + pairs[(bits >> 60) & 1023]
-            + pairs[(bits >> 50) & 1023]
-            + pairs[(bits >> 40) & 1023]
-            + pairs[(bits >> 30) & 1023]
-            + pairs[(bits >> 20) & 1023]
-            + pairs[(bits >> 10) & 1023]
-            + pairs[bits & 1023]
+        return "".join(
+            (
+                self._prefix,
+                pairs[high >> 30],
+                pairs[(high >> 20) & 1023],
+                pairs[(high >> 10) & 1023],
+                pairs[high & 1023],
+                pairs[low >> 30],
+                pairs[(low >> 20) & 1023],
+                pairs[(low >> 10) & 1023],
+                pairs[low & 1023],
+            )
         )
 
 
@@ -93,41 +97,49 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
 class RequestMetrics:
-    """Counts and times answered requests; label children are looked up once per combination."""
+    """Counts and times answered requests; label children are looked up once per combination of
+    method, matched resource (labelled by its route template, never the raw path) and status, all
+    bounded."""
 
     def __init__(self) -> None:
-        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._children: dict[tuple[str, AbstractResource | None, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, request: web.BaseRequest, status: int, seconds: float) -> None:
-        method = request.method if request.method in METHODS else "OTHER"
-        route = route_template(request)
-        key = (method, route, status)
+        method = request.method
+        if method not in METHODS:
+            method = "OTHER"
+        resource = matched_resource(request)
+        key = (method, resource, status)
         children = self._children.get(key)
         if children is None:
+            route = resource.canonical if resource is not None else "unmatched"
             children = (REQUESTS.labels(method, route, str(status)), DURATION.labels(method, route, str(status)))
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
 
 
-def route_template(request: web.BaseRequest) -> str:
-    """The matched route's template (``/api/environments/{id}``), or ``unmatched``: never the raw path."""
+def matched_resource(request: web.BaseRequest) -> AbstractResource | None:
+    """The resource the request's route matched, or None (no route matched, or not routed)."""
     match_info = matched(request)
     if match_info is None or match_info.http_exception is not None:
-        return "unmatched"
-    resource = match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
+        return None
+    return match_info.route.resource
 
 
 request_metrics = RequestMetrics()
 
 
 def request_context_middleware(
-    *, metrics: bool, answer_failure: Callable[[web.Request, Exception], web.StreamResponse]
+    *,
+    metrics: bool,
+    answer_failure: Callable[[web.Request, Exception], web.StreamResponse],
+    answering: Callable[[web.Request, web.StreamResponse], None],
 ) -> Middleware:
     """The outermost middleware (``spacesvc.http.pipeline``); with ``metrics``, each answered
     request is also counted and timed. A failure below it is answered by ``answer_failure`` (the
-    error envelope), which may raise it again."""
+    error envelope), which may raise it again; every answer is shown to ``answering`` before it
+    is sent."""
     observe = request_metrics.observe if metrics else _not_observed
 
     @web.middleware
@@ -144,6 +156,7 @@ def request_context_middleware(
                 response = answer_failure(request, failure)
             status = response.status
             response.headers["X-Request-ID"] = request_id
+            answering(request, response)
             return response
         except ClientDisconnected:
             # not a server error: there is no one left to answer

@@ -77,7 +77,8 @@ class Protocol(ConnectionHandler):
         super().data_received(data)
         if self.head_received:
             self._had_request = True
-            self._cancel_header_deadline()
+            if self._header_deadline is not None:  # most heads arrive whole: no deadline was set
+                self._cancel_header_deadline()
         elif (waiting_for_a_request or not self._had_request) and self._header_deadline is None:
             # part of a head: between requests, or on a connection so new its handler has not
             # started waiting (bytes of a body being read, or read after its answer, are not)
