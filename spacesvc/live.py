@@ -66,6 +66,9 @@ WATCH_POLL_SECONDS = 1.0
 # Held watches are woken this many at a time, each batch answered before the next is woken: the
 # first answers leave while later ones wait, and other requests are served between batches.
 WAKE_BATCH = 256
+# While held watches are being woken, the cyclic garbage collector waits, for at most this long
+# (changes that keep coming cannot keep it off).
+COLLECTOR_PAUSE_SECONDS = 2.0
 # The tokens in memory are read again at least this often, notified or not.
 TOKENS_RECHECK_SECONDS = 30.0
 # A token PostgreSQL did not know is answered as unknown from memory for this long (a
@@ -141,7 +144,7 @@ class LiveState:
         self._order = itertools.count()
         # woken watches whose future is not resolved yet (``_wake_next_batch``)
         self._waking: deque[asyncio.Future[None]] = deque()
-        self._collector_paused = False
+        self._collector_paused_at: float | None = None  # loop time, while the collector waits
         # this process's writes of a resource take turns: each starts from what the one before
         # left in memory, instead of all racing with the same guess (``writing``)
         self._writes: dict[str, asyncio.Lock] = {}
@@ -295,9 +298,10 @@ class LiveState:
 
     def _wake_watches(self) -> None:
         """Wake every held watch: they are woken in batches (``WAKE_BATCH``), in the order they
-        began waiting. Python's cyclic garbage collector waits until the last batch is answered:
-        with thousands of requests held, one full collection takes a sizeable part of a second and
-        would hold up every answer behind it (reference counting still frees what they leave)."""
+        began waiting. Python's cyclic garbage collector waits until the last batch is answered
+        (COLLECTOR_PAUSE_SECONDS at most): with thousands of requests held, one full collection
+        takes a sizeable part of a second and would hold up every answer behind it (reference
+        counting still frees what they leave)."""
         waiting, self._waiting = self._waiting, {}
         self._deadlines = []
         if self._deadline_timer is not None:
@@ -310,7 +314,7 @@ class LiveState:
         if not already_waking:
             if gc.isenabled():
                 gc.disable()
-                self._collector_paused = True
+                self._collector_paused_at = asyncio.get_running_loop().time()
             self._wake_next_batch()
 
     def _wake_next_batch(self) -> None:
@@ -322,11 +326,19 @@ class LiveState:
             if not woken.done():
                 woken.set_result(None)
         loop = asyncio.get_running_loop()
-        loop.call_soon(self._wake_next_batch if waking else self._resume_collector)
+        paused_at = self._collector_paused_at
+        if paused_at is not None and loop.time() - paused_at > COLLECTOR_PAUSE_SECONDS:
+            self._resume_collector()
+        loop.call_soon(self._wake_next_batch if waking else self._woken)
+
+    def _woken(self) -> None:
+        """The last batch has been answered (unless another wake-up began since)."""
+        if not self._waking:
+            self._resume_collector()
 
     def _resume_collector(self) -> None:
-        if self._collector_paused and not self._waking:
-            self._collector_paused = False
+        if self._collector_paused_at is not None:
+            self._collector_paused_at = None
             gc.enable()
 
     async def _changed_or(self, until: float) -> None:

@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from spacesvc import live as live_module
+from spacesvc.changes import TOKENS
 from spacesvc.live import LiveState
 from spacesvc.spaces.model import SpacesConfig, SpacesFields
 from spacesvc.spaces.resource import SPACES
@@ -78,3 +79,27 @@ async def test_a_wait_that_ends_answers_its_own_watch_only() -> None:
         write.kept(replace(first, version=2))
     current = await asyncio.wait_for(long, 1)
     assert current is not None and current.version == 2
+
+
+async def test_changes_that_keep_coming_do_not_keep_the_garbage_collector_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(live_module, "WAKE_BATCH", 1)
+    monkeypatch.setattr(live_module, "COLLECTOR_PAUSE_SECONDS", 0.05)
+    first = config(1)
+    live = await holding(first)
+    app = web.Application()
+    watchers = [asyncio.create_task(live.watch(app, SPACES, first, 30, checked)) for _ in range(20)]
+    try:
+        await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.3
+        while loop.time() < until:
+            live.changed(TOKENS)  # wakes every watch; the configuration is unchanged, so they wait again
+            await asyncio.sleep(0)
+        assert gc.isenabled()
+        assert not any(watcher.done() for watcher in watchers)
+    finally:
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        live.close()
+        gc.enable()
