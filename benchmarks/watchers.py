@@ -3,10 +3,12 @@ with the current ``If-None-Match``) held by one `spacesvc serve` process, then o
 watcher has its 200, and the process's resident memory while they are held and after.
 
 Starts its own PostgreSQL and one `spacesvc serve` (db backend, access log at INFO into a file).
-The watchers are raw asyncio connections in this process (uvloop), one request each; a watcher's
-latency is from the write's answer to the first line of its own answer. As a baseline in the same
-run, the same connections then send one plain GET each at once: how long until all are answered
-is what answering that many requests costs here at all.
+The watchers are raw asyncio connections in this process (uvloop), one request each, read by a
+plain protocol (no task or stream reader per connection: the client shares the 2 cores with the
+server); a watcher's latency is from the write sent to the first bytes (the status line) of its own
+answer. As a baseline in the same run, the same connections then send one plain GET each at once,
+read the same way: how long until all are answered is what answering that many requests costs
+here at all.
 
     .venv/bin/python -m benchmarks.watchers [--watchers 10000]
 """
@@ -20,6 +22,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 import requests
 import uvloop
@@ -31,31 +34,79 @@ from tests.support.postgres import LocalPostgres, free_port
 SPACES = "/api/settings/spaces"
 
 
-async def open_held(port: int, request: bytes, count: int) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    connections = []
+class Answers:
+    """What the connections of one round have received: the moment each answer's first bytes came
+    (its status line with them: an answer here fits one segment), and its status code. ``done``
+    resolves when every connection has a whole answer."""
+
+    def __init__(self, count: int) -> None:
+        self.first_bytes: list[tuple[float, bytes]] = []
+        self.left = count
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def answered(self) -> None:
+        self.left -= 1
+        if self.left == 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+class Client(asyncio.Protocol):
+    """One connection of the benchmark's client: a plain protocol, no task or stream reader per
+    connection, so the client costs the 2 shared cores little beside the server (the watchers and
+    the baseline are measured through it alike)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.answers: Answers | None = None
+        self.buffer = bytearray()
+        self.length: int | None = None  # the answer's head and body, once its head is in
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not registered as one
+
+    def send(self, request: bytes, answers: Answers) -> None:
+        assert self.transport is not None
+        self.answers, self.buffer, self.length = answers, bytearray(), None
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        answers = self.answers
+        if answers is None:
+            return
+        if not self.buffer:
+            answers.first_bytes.append((time.perf_counter(), data[: data.find(b"\r\n")]))
+        self.buffer += data
+        if self.length is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end]).lower()
+            at = head.find(b"content-length:")
+            self.length = end + 4 + int(head[at + 15 :].split(b"\r\n", 1)[0])
+        if len(self.buffer) >= self.length:
+            self.answers = None
+            answers.answered()
+
+
+async def open_held(port: int, request: bytes, count: int) -> tuple[list[Client], Answers]:
+    loop = asyncio.get_running_loop()
+    answers = Answers(count)
+    connections: list[Client] = []
     for start_at in range(0, count, 500):  # in batches: the listen backlog is finite
         batch = await asyncio.gather(
-            *(asyncio.open_connection("127.0.0.1", port) for _ in range(min(500, count - start_at)))
+            *(loop.create_connection(Client, "127.0.0.1", port) for _ in range(min(500, count - start_at)))
         )
-        for _, writer in batch:
-            writer.write(request)
-        connections.extend(batch)
-    return connections
+        for transport, client in batch:
+            client.connection_made(transport)  # uvloop may call it only after this
+            client.send(request, answers)
+        connections.extend(client for _, client in batch)
+    return connections, answers
 
 
-async def first_lines(
-    connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]],
-) -> list[tuple[float, bytes]]:
-    async def one(reader: asyncio.StreamReader) -> tuple[float, bytes]:
-        line = await reader.readline()
-        return time.perf_counter(), line
-
-    return await asyncio.gather(*(one(reader) for reader, _ in connections))
-
-
-def close(connections: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]) -> None:
-    for _, writer in connections:
-        writer.close()
+def close(connections: list[Client]) -> None:
+    for client in connections:
+        assert client.transport is not None
+        client.transport.close()
 
 
 async def measure(url: str, port: int, token: str, etag: str, count: int, pid: int) -> dict[str, object]:
@@ -63,10 +114,9 @@ async def measure(url: str, port: int, token: str, etag: str, count: int, pid: i
     plain = f"GET {SPACES} HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode()
     held = f"GET {SPACES} HTTP/1.1\r\nHost: x\r\n{auth}If-None-Match: {etag}\r\nPrefer: wait=60\r\n\r\n".encode()
 
-    watchers = await open_held(port, held, count)
+    watchers, waiting = await open_held(port, held, count)
     await asyncio.sleep(5)  # every watch is held now
     held_mb = resident_mb(pid)
-    waiting = asyncio.ensure_future(first_lines(watchers))
     loop = asyncio.get_running_loop()
     body = {"accessKey": "CHANGED", "buckets": ["backups"]}
     headers = {"Authorization": f"Bearer {token}"}
@@ -78,19 +128,17 @@ async def measure(url: str, port: int, token: str, etag: str, count: int, pid: i
         return sent, time.perf_counter()
 
     sent, answered = await loop.run_in_executor(None, write)
-    lines = await asyncio.wait_for(waiting, 60)
+    await asyncio.wait_for(waiting.done, 60)
+    lines = waiting.first_bytes
     latencies = sorted(at - sent for at, _ in lines)
     statuses = {line.split(b" ")[1].decode() for _, line in lines}
-    for reader, _ in watchers:  # the rest of each answer, so the connection can be used again
-        head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(h.split(b":")[1]) for h in head.split(b"\r\n") if h.lower().startswith(b"content-length:"))
-        await reader.readexactly(length)
     await asyncio.sleep(1)
-    for _, writer in watchers:
-        writer.write(plain)
+    baseline = Answers(count)
     started = time.perf_counter()
-    baseline = await first_lines(watchers)
-    plain_spread = max(at for at, _ in baseline) - started
+    for client in watchers:
+        client.send(plain, baseline)
+    await asyncio.wait_for(baseline.done, 60)
+    plain_spread = max(at for at, _ in baseline.first_bytes) - started
     close(watchers)
     await asyncio.sleep(2)
     return {

@@ -26,8 +26,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
+import heapq
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,6 +54,8 @@ T = TypeVar("T")
 V = TypeVar("V", bound=Versioned)
 FROM_MEMORY = CACHE_READS.labels("memory")
 FROM_DATABASE = CACHE_READS.labels("database")
+ENDED_UNCHANGED = WATCHES_ENDED.labels("unchanged")
+ENDED_CHANGED = WATCHES_ENDED.labels("changed")
 
 # How often the listening connection is checked, and how long a check may take.
 PING_SECONDS = 5.0
@@ -57,6 +63,12 @@ PING_TIMEOUT = 2.0
 RECONNECT_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
 # A held watch reads again at least this often while no notification can wake it.
 WATCH_POLL_SECONDS = 1.0
+# Held watches are woken this many at a time, each batch answered before the next is woken: the
+# first answers leave while later ones wait, and other requests are served between batches.
+WAKE_BATCH = 256
+# While held watches are being woken, the cyclic garbage collector waits, for at most this long
+# (changes that keep coming cannot keep it off).
+COLLECTOR_PAUSE_SECONDS = 2.0
 # The tokens in memory are read again at least this often, notified or not.
 TOKENS_RECHECK_SECONDS = 30.0
 # A token PostgreSQL did not know is answered as unknown from memory for this long (a
@@ -118,11 +130,21 @@ class LiveState:
         self._tokens_loaded_at = 0.0
         self._tokens_loading: asyncio.Future[dict[bytes, _Verified]] | None = None
         self._token_generation = 0
+        # moves on whenever the tokens in memory change (forgotten or read again): ``tokens_state``
+        self._tokens_state = 0
         self._unknown: dict[bytes, float] = {}
         # token lookups (and loads) in flight at once: half the pool (live_ctx)
         self.token_lookups = asyncio.Semaphore(1)
-        # set (and replaced) whenever something may have changed: held watches wake on it
-        self._changed = asyncio.Event()
+        # held watches, each waiting on a future of its own, in the order they began waiting:
+        # all are woken when something may have changed, one alone when its wait is over
+        self._waiting: dict[asyncio.Future[None], None] = {}
+        # their deadlines (a heap of (when, order, future)), served by one timer for the earliest
+        self._deadlines: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._deadline_timer: asyncio.TimerHandle | None = None
+        self._order = itertools.count()
+        # woken watches whose future is not resolved yet (``_wake_next_batch``)
+        self._waking: deque[asyncio.Future[None]] = deque()
+        self._collector_paused_at: float | None = None  # loop time, while the collector waits
         # this process's writes of a resource take turns: each starts from what the one before
         # left in memory, instead of all racing with the same guess (``writing``)
         self._writes: dict[str, asyncio.Lock] = {}
@@ -136,7 +158,7 @@ class LiveState:
         cached = self._values.get(resource.name, _MISSING)
         if self.listening and cached is not _MISSING:
             FROM_MEMORY.inc()
-            return cast("V | None", cached)
+            return cast("V | None", cached)  # a string: ``V | None`` would build a Union every read
         # Callers that find memory empty share one read begun since the last notification (what
         # it returns is at least as new as anything notified): a change from another replica
         # wakes every held watch here at once, and they would each have read PostgreSQL.
@@ -248,7 +270,18 @@ class LiveState:
         loaded = {digest: _Verified(principal, expires_at) for digest, (principal, expires_at) in rows.items()}
         if self.listening and generation == self._token_generation:
             self._tokens, self._tokens_loaded_at = loaded, time.monotonic()
+            self._tokens_state += 1
         return loaded
+
+    @property
+    def tokens_state(self) -> int:
+        """Moves on whenever the tokens in memory change; read it before a token is checked."""
+        return self._tokens_state
+
+    def tokens_unchanged(self, since: int) -> bool:
+        """Whether a token checked at ``tokens_state`` ``since`` would be answered the same now
+        (its expiry aside): the tokens in memory are the same, fresh, and listened for."""
+        return since == self._tokens_state and self._tokens_fresh()
 
     # -- what makes it stale -----------------------------------------------------------------------
 
@@ -264,6 +297,7 @@ class LiveState:
 
     def _forget_tokens(self) -> None:
         self._token_generation += 1
+        self._tokens_state += 1
         self._tokens = None
         self._unknown.clear()
 
@@ -279,17 +313,77 @@ class LiveState:
         self._wake_watches()
 
     def _wake_watches(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        """Wake every held watch: they are woken in batches (``WAKE_BATCH``), in the order they
+        began waiting. Python's cyclic garbage collector waits until the last batch is answered
+        (COLLECTOR_PAUSE_SECONDS at most): with thousands of requests held, one full collection
+        takes a sizeable part of a second and would hold up every answer behind it (reference
+        counting still frees what they leave)."""
+        waiting, self._waiting = self._waiting, {}
+        self._deadlines = []
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        if not waiting:
+            return
+        already_waking = bool(self._waking)
+        self._waking.extend(waiting)
+        if not already_waking:
+            if gc.isenabled():
+                gc.disable()
+                self._collector_paused_at = asyncio.get_running_loop().time()
+            self._wake_next_batch()
 
-    async def change(self, timeout: float) -> None:
-        """Wait until something may have changed, or ``timeout`` seconds. While nothing listens
-        for changes, the wait is at most WATCH_POLL_SECONDS: the caller reads again."""
-        if not self.listening:
-            timeout = min(timeout, WATCH_POLL_SECONDS)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._changed.wait()
+    def _wake_next_batch(self) -> None:
+        """Wake the next WAKE_BATCH watches; the next batch after these have been answered (their
+        tasks run before a callback scheduled after them)."""
+        waking = self._waking
+        for _ in range(min(WAKE_BATCH, len(waking))):
+            woken = waking.popleft()
+            if not woken.done():
+                woken.set_result(None)
+        loop = asyncio.get_running_loop()
+        paused_at = self._collector_paused_at
+        if paused_at is not None and loop.time() - paused_at > COLLECTOR_PAUSE_SECONDS:
+            self._resume_collector()
+        loop.call_soon(self._wake_next_batch if waking else self._woken)
+
+    def _woken(self) -> None:
+        """The last batch has been answered (unless another wake-up began since)."""
+        if not self._waking:
+            self._resume_collector()
+
+    def _resume_collector(self) -> None:
+        if self._collector_paused_at is not None:
+            self._collector_paused_at = None
+            gc.enable()
+
+    async def _changed_or(self, until: float) -> None:
+        """Wait until something may have changed (``_wake_watches``), or the loop's time ``until``."""
+        loop = asyncio.get_running_loop()
+        woken = loop.create_future()
+        self._waiting[woken] = None
+        deadlines = self._deadlines
+        heapq.heappush(deadlines, (until, next(self._order), woken))
+        if deadlines[0][2] is woken:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+            self._deadline_timer = loop.call_at(until, self._end_waits)
+        try:
+            await woken
+        finally:
+            self._waiting.pop(woken, None)
+
+    def _end_waits(self) -> None:
+        """The earliest deadline has come: wake the watches whose wait is over."""
+        self._deadline_timer = None
+        loop = asyncio.get_running_loop()
+        now, deadlines = loop.time(), self._deadlines
+        while deadlines and deadlines[0][0] <= now:
+            _, _, woken = heapq.heappop(deadlines)
+            if not woken.done():
+                woken.set_result(None)
+        if deadlines:
+            self._deadline_timer = loop.call_at(deadlines[0][0], self._end_waits)
 
     async def watch(
         self,
@@ -306,25 +400,28 @@ class LiveState:
         Spaces configuration: the fields, the secret, the enablement, an environment's deletion).
         ``recheck`` runs after every wake-up (a change of tokens wakes watches too, and so does
         ``token_expires_at``, which no notification announces): the caller's token checked again,
-        whose error ends the watch."""
+        whose error ends the watch. While nothing listens for changes, the watch reads again at
+        least every WATCH_POLL_SECONDS."""
         WATCHES.inc()
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + wait
             current: V | None = value
             while current is not None and current.version == value.version:
-                left = deadline - loop.time()
-                if left <= 0 or self.stopping:
+                now = loop.time()
+                if deadline <= now or self.stopping:
                     break
+                until = deadline if self.listening else min(deadline, now + WATCH_POLL_SECONDS)
                 if token_expires_at is not None:
-                    left = min(left, max((token_expires_at - datetime.now(UTC)).total_seconds(), 0) + 0.01)
-                await self.change(left)
+                    expires_in = (token_expires_at - datetime.now(UTC)).total_seconds()
+                    until = min(until, now + max(expires_in, 0) + 0.01)
+                await self._changed_or(until)
                 await recheck()
                 current = await self.read(app, resource)
         finally:
             WATCHES.dec()
         unchanged = current is not None and current.version == value.version
-        WATCHES_ENDED.labels("unchanged" if unchanged else "changed").inc()
+        (ENDED_UNCHANGED if unchanged else ENDED_CHANGED).inc()
         return current
 
     def notified(self, payload: str) -> None:
@@ -346,6 +443,14 @@ class LiveState:
         log.debug("notified of a change: %s", payload)
         NOTIFICATIONS.inc()
         self.notified(payload)
+
+    def close(self) -> None:
+        """The app is done: no watch is left to wake, and the garbage collector runs again."""
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
+        self._waking.clear()
+        self._resume_collector()
 
     # -- the listening connection ------------------------------------------------------------------
 
@@ -402,9 +507,8 @@ class PerConfig(Generic[T]):
     def get(self, config: object, *also: object) -> T | None:
         """The value kept for ``config`` (and ``also``: e.g. the backend it was derived with), or None."""
         key = self._key
-        if not key or key[0] is not config or len(key) != 1 + len(also):
+        if len(key) != 1 + len(also) or key[0] is not config:
             return None
-        # every GET asks: a loop costs less than all() over a generator
         for kept, given in zip(key[1:], also, strict=True):
             if kept is not given:
                 return None
@@ -441,3 +545,4 @@ async def live_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        state.close()

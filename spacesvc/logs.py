@@ -33,18 +33,25 @@ ACCESS_LOGGER = "spacesvc.access"
 
 
 class _Clock:
-    """``2026-01-02T03:04:05.678Z`` for a time.time() value; the seconds part is formatted once a second."""
+    """``2026-01-02T03:04:05.678Z`` for a time.time() value; the seconds part is formatted once a
+    second, the whole once a millisecond (a burst of answers logs many lines in one)."""
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
+        self._millisecond = -1
+        self._formatted = ""
 
     def __call__(self, now: float) -> str:
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._prefix}.{int((now - second) * 1000):03d}Z"
+        millisecond = int(now * 1000)
+        if millisecond != self._millisecond:
+            second = millisecond // 1000
+            if second != self._second:
+                self._second = second
+                self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._millisecond = millisecond
+            self._formatted = f"{self._prefix}.{millisecond % 1000:03d}Z"
+        return self._formatted
 
 
 log_timestamp = _Clock()
@@ -58,23 +65,23 @@ class LineWriter:
         self._stream = stream
         self._pending: list[bytes] = []
         self._scheduled: asyncio.AbstractEventLoop | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop last found running ...
-        self._loop_thread = -1  # ... in this thread
+        self._scheduled_thread = 0  # the thread that runs ``_scheduled``
 
     def write(self, line: bytes) -> None:
-        loop = self._loop
-        if loop is None or self._loop_thread != threading.get_ident() or not loop.is_running():
-            # Python 3.11's get_running_loop makes a getpid system call each time: asked once per
-            # loop and thread, not once per line (the access log writes one line per request)
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self._write(line)
-                return
-            self._loop, self._loop_thread = loop, threading.get_ident()
+        scheduled = self._scheduled
+        if scheduled is not None and threading.get_ident() == self._scheduled_thread and scheduled.is_running():
+            # the loop running in this thread flushes this turn's lines already (asking asyncio for
+            # the running loop costs a getpid system call per line on Python 3.11)
+            self._pending.append(line)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write(line)
+            return
         self._pending.append(line)
         if self._scheduled is not loop:
-            self._scheduled = loop
+            self._scheduled, self._scheduled_thread = loop, threading.get_ident()
             loop.call_soon(self.flush)
 
     def flush(self) -> None:

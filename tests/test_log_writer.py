@@ -1,5 +1,6 @@
-"""The log writer batches lines per event-loop turn: no line is lost or reordered, whichever loop
-(or none) the process runs."""
+"""The log's writer (``spacesvc.logs.LineWriter``): the lines of one event-loop turn reach the
+stream together, in order, by the end of the turn; a line logged where no loop runs is written at
+once, and none is lost when a loop stops with its lines' write still scheduled."""
 
 from __future__ import annotations
 
@@ -8,21 +9,52 @@ import io
 
 import pytest
 
-from spacesvc.logs import LineWriter
+from spacesvc.logs import LineWriter, log_timestamp
 
 pytestmark = pytest.mark.unit
 
 
-async def _log_in_one_turn(writer: LineWriter, *lines: bytes) -> None:
-    for line in lines:
-        writer.write(line)
-    await asyncio.sleep(0)  # the turn ends: the batch is written
+class Stream(io.BytesIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.writes += 1
+        return super().write(data)
 
 
-def test_lines_logged_under_one_event_loop_then_another_then_none_all_reach_the_stream_in_order() -> None:
-    stream = io.BytesIO()
+def test_a_turns_lines_are_written_together_in_order_and_none_is_lost_across_loops() -> None:
+    stream = Stream()
     writer = LineWriter(stream)
-    asyncio.run(_log_in_one_turn(writer, b"first\n", b"second\n"))
-    asyncio.run(_log_in_one_turn(writer, b"third\n"))  # a new loop in the same thread
-    writer.write(b"fourth\n")  # no loop running (the CLI): written at once
-    assert stream.getvalue() == b"first\nsecond\nthird\nfourth\n"
+
+    async def one_turn(first: int) -> None:
+        for number in range(first, first + 3):
+            writer.write(b"%d\n" % number)
+        assert stream.writes == writes_before  # not yet: at the end of the turn
+        await asyncio.sleep(0)
+
+    writes_before = 0
+    asyncio.run(one_turn(1))
+    assert stream.getvalue() == b"1\n2\n3\n" and stream.writes == 1
+
+    async def stops_before_its_turn_ends() -> None:
+        writer.write(b"4\n")
+        asyncio.get_running_loop().stop()
+
+    loop = asyncio.new_event_loop()
+    stopping = loop.create_task(stops_before_its_turn_ends())
+    loop.run_forever()  # stops with the write of "4" still scheduled
+    loop.close()
+    assert stopping.done()
+    writes_before = stream.writes
+    asyncio.run(one_turn(5))  # another loop in the same thread: "4" comes with its lines
+    assert stream.getvalue() == b"1\n2\n3\n4\n5\n6\n7\n"
+    writer.write(b"8\n")  # no loop runs: at once
+    assert stream.getvalue().endswith(b"7\n8\n")
+
+
+def test_log_timestamps_are_utc_with_milliseconds() -> None:
+    assert log_timestamp(1767323045.678) == "2026-01-02T03:04:05.678Z"
+    assert log_timestamp(1767323045.6785) == "2026-01-02T03:04:05.678Z"
+    assert log_timestamp(1767323046.001) == "2026-01-02T03:04:06.001Z"

@@ -6,6 +6,8 @@ Which routes need one, and the role and scope each operation needs, the request 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from aiohttp import web
 
 from spacesvc.audit.model import Actor
@@ -14,6 +16,9 @@ from spacesvc.http.ratelimit import RATE_LIMITS
 from spacesvc.http.request_context import PRINCIPAL, REQUEST_ID
 from spacesvc.live import LIVE, LookupRefused
 from spacesvc.tokens.model import TOKEN_PATTERN, InvalidToken, Principal
+
+# The live state's ``tokens_state`` when the request's token was last checked.
+TOKENS_CHECKED: web.RequestKey[int] = web.RequestKey("tokens_checked")
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -61,7 +66,14 @@ def _known_in_memory(request: web.Request) -> Principal | None:
     caller then takes the whole way (``_authenticate``), which says why it is refused."""
     header = request.headers.get("Authorization")
     token = None if header is None else _bearer_token(header)
-    return None if token is None else request.app[LIVE].valid_in_memory(token)
+    if token is None:
+        return None
+    live = request.app[LIVE]
+    checked = live.tokens_state  # before the check, as in _authenticate
+    principal = live.valid_in_memory(token)
+    if principal is not None:
+        request[TOKENS_CHECKED] = checked
+    return principal
 
 
 def _bearer_token(header: str) -> str | None:
@@ -78,16 +90,29 @@ async def _authenticate(request: web.Request, *, lookup_allowed: bool = True) ->
     token = _bearer_token(header)
     if token is None:
         raise _unauthorized("The Authorization header is not a well-formed spacesvc bearer token.")
-    app = request.app
+    live = request.app[LIVE]
+    checked = live.tokens_state  # before the check: a change during it is seen as one after it
     try:
-        return await app[LIVE].principal(app, token, lookup_allowed=lookup_allowed)
+        principal = await live.principal(request.app, token, lookup_allowed=lookup_allowed)
     except InvalidToken:
         raise _unauthorized("The bearer token is unknown, expired or revoked.") from None
+    request[TOKENS_CHECKED] = checked
+    return principal
 
 
 async def authenticate_again(request: web.Request) -> None:
-    """A held request (a watch) checks its token again when tokens change: 401 once it is revoked
-    or expired."""
+    """A held request (a watch) checks its token again when it wakes: 401 once it is revoked or
+    expired. While the tokens in memory are the same as when it was last checked (and fresh), only
+    its expiry can have changed the answer: thousands of watches woken at once by a change of what
+    they watch need not hash and look up their tokens again."""
+    principal = request[PRINCIPAL]
+    checked = request.get(TOKENS_CHECKED)
+    if (
+        checked is not None
+        and request.app[LIVE].tokens_unchanged(checked)
+        and (principal.expires_at is None or datetime.now(UTC) < principal.expires_at)
+    ):
+        return
     request[PRINCIPAL] = await _authenticate(request)
 
 
