@@ -50,15 +50,18 @@ def not_modified(request: web.Request, version: int) -> bool:
     """Whether the request's If-None-Match names ``version`` (weakly compared, as RFC 9110 says
     for GET), or is ``*``."""
     value = request.headers.get("If-None-Match")
-    if value is None:
-        return False
-    # the ETag as this service sent it, what a client repeats: no list to parse
-    return value == format_etag(version) or value.strip() == "*" or str(version) in listed_tags(value)
+    return value is not None and (_names(value, version) or value.strip() == "*")
 
 
 def names_version(request: web.Request, version: int) -> bool:
     """Whether If-None-Match names ``version`` itself (``*`` names none): what a watch waits on."""
-    return str(version) in listed_tags(request.headers.get("If-None-Match", ""))
+    value = request.headers.get("If-None-Match")
+    return value is not None and _names(value, version)
+
+
+def _names(value: str, version: int) -> bool:
+    # the ETag as this service sent it, what a client repeats, needs no list parsed
+    return value == format_etag(version) or str(version) in listed_tags(value)
 
 
 def not_modified_response(version: int, headers: dict[str, str] | None = None) -> web.Response:
